@@ -1,0 +1,73 @@
+# wasp's one-command workflow. `make help` lists the targets; `make test` does
+# everything from a fresh clone: Python environment, redis-server, the
+# control-plane binaries, then lint, types, import contracts and all tests.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV := .venv
+RUN := $(VENV)/bin
+export UV_PYTHON := $(PYTHON)
+# One pidfile per run: every server the tests start is recorded, and checked after.
+PIDFILE := $(CURDIR)/.test-pids
+
+.PHONY: help
+help: ## List every target with what it does
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: uv
+uv: ## Install uv (the lock's tool) into the machine's Python if missing
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.8'
+
+.PHONY: venv
+venv: uv ## Create .venv from uv.lock with every extra and the dev tools
+	@$(UV) sync --frozen --all-extras --quiet
+
+.PHONY: redis
+redis: ## Install redis-server (Debian package) if it is not on PATH
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+.PHONY: controlplane
+controlplane: venv ## Find or build etcd, kube-apiserver, kube-controller-manager, kubectl, helm (cached)
+	@PYTHONPATH=tests $(RUN)/python -m harness.assets
+
+.PHONY: deps
+deps: venv redis controlplane ## Everything the tests need, installed or built
+
+.PHONY: lint
+lint: venv ## ruff check and ruff format --check
+	$(RUN)/ruff check .
+	$(RUN)/ruff format --check .
+
+.PHONY: format
+format: venv ## Rewrite files with ruff format and ruff's safe fixes
+	$(RUN)/ruff format .
+	$(RUN)/ruff check --fix .
+
+.PHONY: types
+types: venv ## mypy --strict on the packages, tests and benchmarks
+	$(RUN)/mypy
+
+.PHONY: contracts
+contracts: venv ## import-linter: the layers the packages must keep
+	$(RUN)/lint-imports
+
+.PHONY: pytest
+pytest: deps ## Run the tests (pass ARGS=... to pytest), then check no server is left alive
+	@rm -f $(PIDFILE)
+	WASP_TEST_PIDFILE=$(PIDFILE) $(RUN)/pytest $(ARGS)
+	@PYTHONPATH=tests $(RUN)/python -m harness.leftovers $(PIDFILE)
+
+.PHONY: test
+test: deps lint types contracts pytest ## Everything: deps, lint, types, import contracts, all tests
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches in the repo (not the binary cache)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(PIDFILE)

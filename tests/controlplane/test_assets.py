@@ -26,12 +26,17 @@ def run_lookup(env: dict[str, str]) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in result.stdout.splitlines())
 
 
+def kubebuilder_assets_dir(tmp_path: Path) -> Path:
+    """A folder laid out as setup-envtest leaves it, holding every binary."""
+    directory = tmp_path / "assets"
+    directory.mkdir()
+    for name, path in assets.ensure().items():
+        (directory / name).symlink_to(path)
+    return directory
+
+
 def test_kubebuilder_assets_are_used_without_any_go_build(tmp_path: Path) -> None:
-    cached = assets.ensure()
-    kubebuilder_assets = tmp_path / "assets"
-    kubebuilder_assets.mkdir()
-    for name, path in cached.items():
-        (kubebuilder_assets / name).symlink_to(path)
+    kubebuilder_assets = kubebuilder_assets_dir(tmp_path)
     no_go = tmp_path / "bin"
     no_go.mkdir()
     (no_go / "go").write_text("#!/bin/sh\necho go must not run >&2\nexit 99\n", encoding="utf-8")
@@ -50,12 +55,12 @@ def test_kubebuilder_assets_are_used_without_any_go_build(tmp_path: Path) -> Non
 
 
 def test_test_asset_variable_wins_over_kubebuilder_assets(tmp_path: Path) -> None:
-    cached = assets.ensure()
+    kubebuilder_assets = kubebuilder_assets_dir(tmp_path)
     own_kubectl = tmp_path / "my-kubectl"
-    own_kubectl.symlink_to(cached["kubectl"])
+    own_kubectl.symlink_to(assets.ensure()["kubectl"])
     env = {
         **os.environ,
-        "KUBEBUILDER_ASSETS": str(cached["kube-apiserver"].parent),
+        "KUBEBUILDER_ASSETS": str(kubebuilder_assets),
         "TEST_ASSET_KUBECTL": str(own_kubectl),
         "WASP_CACHE_DIR": str(tmp_path / "empty-cache"),
     }
@@ -64,7 +69,8 @@ def test_test_asset_variable_wins_over_kubebuilder_assets(tmp_path: Path) -> Non
     found = run_lookup(env)
 
     assert found["kubectl"] == str(own_kubectl)
-    assert found["kube-apiserver"] == str(cached["kube-apiserver"].parent / "kube-apiserver")
+    assert found["kube-apiserver"] == str(kubebuilder_assets / "kube-apiserver")
+    assert not (tmp_path / "empty-cache").exists()
 
 
 def test_cached_binaries_carry_their_pinned_versions() -> None:

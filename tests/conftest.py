@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 import redis
+
 from harness.controlplane import ControlPlane
 from harness.redis_server import RedisServer
 

@@ -120,3 +120,101 @@ PHASES: Final = (
     "PairingExpired",
     "Failed",
 )
+
+
+# --------------------------------------------------------------------------
+# More Redis keys: delivery bookkeeping, control commands, the simulator.
+# --------------------------------------------------------------------------
+def sent_marker_key(tenant: str, message_id: str) -> str:
+    """String set (NX) just before a send: no retry ever sends a message twice."""
+    return f"wasp:{tenant}:sent:{message_id}"
+
+
+def whatsapp_id_key(tenant: str, whatsapp_message_id: str) -> str:
+    """String mapping WhatsApp's message id back to wasp's message id (for receipts)."""
+    return f"wasp:{tenant}:waid:{whatsapp_message_id}"
+
+
+def on_whatsapp_cache_key(tenant: str, phone: str) -> str:
+    """String caching whether a number is on WhatsApp ("1"/"0", with a TTL)."""
+    return f"wasp:{tenant}:onwa:{phone}"
+
+
+def rate_limit_key(tenant: str) -> str:
+    """Hash holding the tenant's send token bucket."""
+    return f"wasp:{tenant}:ratelimit"
+
+
+def control_key(tenant: str) -> str:
+    """List of commands for the tenant's session pod (e.g. ``pair`` re-arms pairing)."""
+    return f"wasp:{tenant}:control"
+
+
+def simulator_commands_key(tenant: str) -> str:
+    """List of commands the simulator transport plays (scan, faults, receipts)."""
+    return f"wasp:{tenant}:sim:commands"
+
+
+def simulator_outbox_key(tenant: str) -> str:
+    """List of every message the simulator "sent", as JSON, oldest first."""
+    return f"wasp:{tenant}:sim:outbox"
+
+
+def simulator_absent_key(tenant: str) -> str:
+    """Set of E.164 numbers the simulator reports as not on WhatsApp."""
+    return f"wasp:{tenant}:sim:absent"
+
+
+# Fields of the status hash (``status_key``). The events channel carries the
+# whole hash as one JSON object after every change, so a reader needs only the
+# latest message (or the hash itself) to know the session's state.
+STATUS_PHASE: Final = "phase"
+STATUS_REASON: Final = "reason"  # machine-readable cause of the phase, e.g. "StreamReplaced"
+STATUS_MESSAGE: Final = "message"  # one human sentence about the phase
+STATUS_QR: Final = "qr"  # live QR string while pairing, else absent
+STATUS_PAIRING_CODE: Final = "pairing_code"  # live "ABCD-EFGH" while pairing, else absent
+STATUS_PAIRING_EXPIRES_AT: Final = "pairing_expires_at"  # RFC 3339 UTC
+STATUS_PAIRING_WINDOW: Final = "pairing_window"  # 1-based count of pairing windows
+STATUS_ACCOUNT_JID: Final = "account_jid"
+STATUS_PUSH_NAME: Final = "push_name"
+STATUS_LAST_ERROR_REASON: Final = "last_error_reason"
+STATUS_LAST_ERROR_MESSAGE: Final = "last_error_message"
+STATUS_LAST_ERROR_AT: Final = "last_error_at"  # RFC 3339 UTC
+STATUS_TIMELOCKED: Final = "timelocked"  # "1" while WhatsApp's 463 timelock holds
+STATUS_BANNED_UNTIL: Final = "banned_until"  # RFC 3339 UTC
+STATUS_POD: Final = "pod"  # hostname of the pod that wrote the status
+STATUS_LEASE_HELD: Final = "lease_held"  # "1" when this pod holds the lease
+STATUS_HEARTBEAT: Final = "heartbeat"  # RFC 3339 UTC, refreshed while the pod lives
+STATUS_UPDATED_AT: Final = "updated_at"  # RFC 3339 UTC of the last phase change
+
+# Fields of a message hash (``message_key``).
+MESSAGE_STATE: Final = "state"
+MESSAGE_PHONE: Final = "phone"  # E.164
+MESSAGE_REASON: Final = "reason"  # one of FAILURE_REASONS when state is "failed"
+MESSAGE_ERROR: Final = "error"  # human sentence for a failure
+MESSAGE_WHATSAPP_ID: Final = "whatsapp_id"
+MESSAGE_ATTEMPTS: Final = "attempts"
+MESSAGE_CREATED_AT: Final = "created_at"  # RFC 3339 UTC; TTL counts from here
+MESSAGE_EXPIRES_AT: Final = "expires_at"  # RFC 3339 UTC
+
+MESSAGE_STATES: Final = ("queued", "sending", "sent", "delivered", "read", "failed")
+FINAL_MESSAGE_STATES: Final = ("delivered", "read", "failed")
+FAILURE_REASONS: Final = (
+    "invalid_number",
+    "not_on_whatsapp",
+    "expired",
+    "timelocked",
+    "banned",
+    "send_error",
+    "invalid_job",
+)
+# How long a message hash is kept after its last change (seconds).
+MESSAGE_RETENTION_SECONDS: Final = 7 * 24 * 3600
+
+# The OTP job, by dotted name, so an API can enqueue it with plain RQ without
+# importing wasp. Keyword arguments: phone, code, message_id, ttl_seconds,
+# template (optional).
+OTP_JOB_FUNCTION: Final = "wasp_session.jobs.send_otp"
+
+# Commands on ``control_key``.
+CONTROL_PAIR: Final = "pair"  # re-arm pairing after PairingExpired

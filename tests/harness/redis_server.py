@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import redis
+
 from harness.processes import ManagedProcess, free_port, wait_until
 
 

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import redis
+
 from harness.redis_server import RedisServer
 
 

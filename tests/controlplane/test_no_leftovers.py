@@ -43,6 +43,8 @@ def test_servers_die_when_their_test_process_is_killed(tmp_path: Path) -> None:
     finally:
         child.send_signal(signal.SIGKILL)  # no teardown runs: only the kernel can clean up
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
     deadline = time.monotonic() + 20
     while alive_from(pidfile) and time.monotonic() < deadline:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from harness.controlplane import ControlPlane
+from harness.kubelet import Kubelet
+from harness.operator_process import OperatorProcess
 from harness.redis_server import RedisServer
+from harness.session_process import SessionProcess, session_env
 
 
 @pytest.fixture
@@ -54,3 +57,98 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
         yield name
     finally:
         control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# --------------------------------------------------------------------------
+# The operator's fixtures: the CRD from its one file, the operator as a
+# real `wasp-operator` process, the kubelet stand-in.
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def wasp_crd(control_plane: ControlPlane) -> str:
+    """The WhatsAppSession CRD (and kopf's peering CRDs), applied from crds/ and established."""
+    crds = Path(__file__).resolve().parent.parent / "crds"
+    for path in (crds / "whatsappsessions.wasp.dev.yaml", crds / "kopf-peering.yaml"):
+        control_plane.kubectl("apply", "-f", str(path))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/whatsappsessions.wasp.dev", "--timeout=60s"
+    )
+    return "whatsappsessions.wasp.dev"
+
+
+# --------------------------------------------------------------------------
+# The session pod's fixtures: real `wasp-session` processes for one test.
+# --------------------------------------------------------------------------
+@pytest.fixture
+def start_session(
+    redis_server: RedisServer, tmp_path: Path
+) -> Iterator[Callable[..., SessionProcess]]:
+    """Start ``wasp-session`` processes (simulator transport, short timings); all stopped after.
+
+    ``start_session(tenant="acme", name="pod-a", auth_key=None, **env_overrides)``
+    returns a ``harness.session_process.SessionProcess``. Pods of one tenant
+    that must share the account need the same ``auth_key``.
+    """
+    started: list[SessionProcess] = []
+
+    def start(
+        tenant: str = "acme", name: str = "pod-a", auth_key: str | None = None, **overrides: str
+    ) -> SessionProcess:
+        env = session_env(
+            tenant, redis_server.url, tmp_path / name, auth_key=auth_key, pod_name=name, **overrides
+        )
+        process = SessionProcess(env, tmp_path / f"{name}.log")
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()
+
+
+# --------------------------------------------------------------------------
+# The operator running for one test's namespace, its Redis Secret, and the
+# kubelet stand-in (harness.kubelet) for that namespace's wasp pods.
+# --------------------------------------------------------------------------
+@pytest.fixture
+def redis_secret(control_plane: ControlPlane, namespace: str, redis_server: RedisServer) -> str:
+    """The operator's default Redis Secret (``wasp-redis``) in the test's namespace."""
+    from wasp import contract  # noqa: PLC0415 - only the operator's tests need it
+
+    control_plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        contract.DEFAULT_REDIS_SECRET,
+        "-n",
+        namespace,
+        f"--from-literal={contract.DEFAULT_REDIS_SECRET_KEY}={redis_server.url}",
+    )
+    return contract.DEFAULT_REDIS_SECRET
+
+
+@pytest.fixture
+def wasp_operator(
+    control_plane: ControlPlane,
+    wasp_crd: str,  # noqa: ARG001 - requested for its effect: the CRD is installed
+    namespace: str,
+    redis_secret: str,  # noqa: ARG001 - requested for its effect: the Secret exists
+    tmp_path: Path,
+) -> Iterator[OperatorProcess]:
+    """``wasp-operator`` watching the test's namespace (standalone), as a real process."""
+    operator = OperatorProcess(control_plane.kubeconfig, tmp_path / "operator", namespace=namespace)
+    try:
+        yield operator
+    finally:
+        operator.stop()
+
+
+@pytest.fixture
+def kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
+    """The kubelet stand-in running the namespace's wasp pods' real container command."""
+    stand_in = Kubelet(control_plane.kubeconfig, namespace, tmp_path / "kubelet")
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()

@@ -218,3 +218,111 @@ OTP_JOB_FUNCTION: Final = "wasp_session.jobs.send_otp"
 
 # Commands on ``control_key``.
 CONTROL_PAIR: Final = "pair"  # re-arm pairing after PairingExpired
+
+
+# --------------------------------------------------------------------------
+# Session pod: tuning knobs, the lease's fencing counter, standby reporting.
+# (Defaults suit production; tests shorten them.)
+# --------------------------------------------------------------------------
+ENV_POD_NAME: Final = "WASP_POD_NAME"  # who holds the lease; default: the hostname
+ENV_LEASE_TTL_SECONDS: Final = "WASP_LEASE_TTL_SECONDS"  # default 15
+ENV_CHECKPOINT_INTERVAL_SECONDS: Final = "WASP_CHECKPOINT_INTERVAL_SECONDS"  # default 300
+ENV_CHECKPOINT_DEBOUNCE_SECONDS: Final = "WASP_CHECKPOINT_DEBOUNCE_SECONDS"  # default 5
+ENV_RECONNECT_BASE_SECONDS: Final = "WASP_RECONNECT_BASE_SECONDS"  # default 1
+ENV_RECONNECT_MAX_SECONDS: Final = "WASP_RECONNECT_MAX_SECONDS"  # default 60
+ENV_SHUTDOWN_TIMEOUT_SECONDS: Final = "WASP_SHUTDOWN_TIMEOUT_SECONDS"  # default 20
+# Simulator only: seconds each QR code of a window is valid, comma-separated
+# (default "60,20,20,20,20,20": ~160 s per window, as WhatsApp does).
+ENV_SIMULATOR_QR_SECONDS: Final = "WASP_SIMULATOR_QR_SECONDS"
+# Simulator only: seconds between a send and its "delivered" receipt, and again
+# until "read" (default 1).
+ENV_SIMULATOR_RECEIPT_DELAY_SECONDS: Final = "WASP_SIMULATOR_RECEIPT_DELAY_SECONDS"
+
+
+def lease_fence_key(tenant: str) -> str:
+    """Counter (INCR) handing out the lease's fencing tokens, never reset."""
+    return f"wasp:{tenant}:lease:fence"
+
+
+# A pod waiting for another pod's lease reports itself in these fields only,
+# never in ``STATUS_PHASE`` (which belongs to the lease holder).
+STATUS_STANDBY_POD: Final = "standby_pod"  # name of a pod waiting for the lease
+STATUS_STANDBY_SINCE: Final = "standby_since"  # RFC 3339 UTC
+
+
+# --------------------------------------------------------------------------
+# Operator: the objects it owns beside the pod, its conditions, its own config.
+# --------------------------------------------------------------------------
+SESSION_CONTAINER: Final = "session"  # the session pod's one container
+SESSION_COMMAND: Final = "wasp-session"  # its command (the image has the wasp wheel)
+SESSION_HEALTH_PORT: Final = 8080  # value of ENV_HEALTH_PORT in the pod
+SESSION_DATA_DIR: Final = "/var/lib/wasp"  # value of ENV_DATA_DIR (an emptyDir)
+HEALTH_LIVE_PATH: Final = "/healthz"  # liveness probe of the session pod
+HEALTH_READY_PATH: Final = "/readyz"  # readiness probe of the session pod
+AUTH_SECRET_KEY: Final = "key"  # noqa: S105 - data key of the per-session auth Secret
+DEFAULT_REDIS_SECRET: Final = "wasp-redis"  # noqa: S105 - a Secret name, no password
+DEFAULT_REDIS_SECRET_KEY: Final = "url"  # noqa: S105 - its key holding the Redis URL
+PEERING_NAME: Final = "wasp-operator"  # kopf peering object of the operator's replicas
+
+CONDITION_READY: Final = "Ready"
+CONDITION_PAIRED: Final = "Paired"
+CONDITION_CONNECTED: Final = "Connected"
+
+# The operator's own environment (flags override): what the chart sets.
+ENV_OPERATOR_NAMESPACE: Final = "WASP_OPERATOR_NAMESPACE"  # watch one namespace; unset: all
+ENV_OPERATOR_SESSION_IMAGE: Final = "WASP_OPERATOR_SESSION_IMAGE"  # default session image
+ENV_OPERATOR_REDIS_SECRET: Final = "WASP_OPERATOR_REDIS_SECRET"  # noqa: S105 - NAME[:KEY]
+ENV_OPERATOR_STANDALONE: Final = "WASP_OPERATOR_STANDALONE"  # "1": no peering
+ENV_OPERATOR_LIVENESS: Final = "WASP_OPERATOR_LIVENESS"  # e.g. http://0.0.0.0:8080/healthz
+
+
+def auth_secret_name(session_name: str) -> str:
+    """The Secret holding a session's auth key (32 random bytes, base64), owned by the CR."""
+    return f"{SESSION_POD_PREFIX}{session_name}-auth"
+
+
+EVENTS_CHANNEL_PATTERN: Final = events_channel("*")  # one PSUBSCRIBE follows every tenant
+
+
+def tenant_of_events_channel(channel: str) -> str | None:
+    """The tenant an events channel belongs to, or None if it is not one."""
+    prefix, suffix = EVENTS_CHANNEL_PATTERN.split("*")
+    if channel.startswith(prefix) and channel.endswith(suffix):
+        tenant = channel[len(prefix) : len(channel) - len(suffix)]
+        return tenant or None
+    return None
+
+
+# --------------------------------------------------------------------------
+# Delivery (issue #4): the OTP's life, as the client and the worker share it.
+# --------------------------------------------------------------------------
+def delivery_settings_key(tenant: str) -> str:
+    """Hash of the tenant's delivery settings, written by its worker for clients to read."""
+    return f"wasp:{tenant}:delivery"
+
+
+def message_state_at_field(state: str) -> str:
+    """Field of a message hash holding when the message entered ``state`` (RFC 3339 UTC)."""
+    return f"{state}_at"
+
+
+# Fields of the delivery settings hash (``delivery_settings_key``).
+DELIVERY_DEFAULT_REGION: Final = "default_region"
+DELIVERY_TTL_SECONDS: Final = "ttl_seconds"
+DELIVERY_MESSAGE_TEMPLATE: Final = "message_template"
+DELIVERY_RATE_PER_MINUTE: Final = "rate_per_minute"
+
+# More fields of a message hash (``message_key``).
+MESSAGE_ID: Final = "message_id"
+MESSAGE_UPDATED_AT: Final = "updated_at"  # RFC 3339 UTC of the last state change
+
+# OTP codes: what a code may be (documented in docs/delivery.md).
+CODE_MIN_LENGTH: Final = 4
+CODE_MAX_LENGTH: Final = 10
+# The only replacement fields a message template may use.
+TEMPLATE_FIELDS: Final = ("code", "minutes")
+
+
+def early_receipt_key(tenant: str, whatsapp_message_id: str) -> str:
+    """String holding a receipt ("delivered"/"read") that came before its send was recorded."""
+    return f"wasp:{tenant}:early:{whatsapp_message_id}"

@@ -53,7 +53,13 @@ class PairFailed:
 
 @dataclass(frozen=True)
 class Connected:
-    """Online; jobs may flow. Again after every reconnect."""
+    """Online; jobs may flow. Again after every reconnect.
+
+    ``jid`` and ``push_name`` name the account when the transport knows them.
+    """
+
+    jid: str = ""
+    push_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,13 @@ class ReceiptReceived:
 
 
 @dataclass(frozen=True)
+class Timelocked:
+    """WhatsApp's 463 reach-out timelock started (``active``) or ended."""
+
+    active: bool
+
+
+@dataclass(frozen=True)
 class TransportStopped:
     """The connection ended without ``stop()`` being asked for: fatal."""
 
@@ -132,6 +145,7 @@ TransportEvent: TypeAlias = (
     | TemporarilyBanned
     | ConnectFailed
     | ReceiptReceived
+    | Timelocked
     | TransportStopped
 )
 

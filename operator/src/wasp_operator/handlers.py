@@ -1,0 +1,104 @@
+"""kopf's handlers for wasp: thin, and the only place kopf errors are raised.
+
+Each handler hands its work to the ``Supervisor`` (kept in kopf's memo) and
+translates the operator's errors into ``kopf.TemporaryError`` or
+``kopf.PermanentError``. Registering them is importing this module.
+
+- an index of wasp's pods, by (namespace, session name);
+- a daemon per WhatsAppSession: the session's loop (``supervisor.py``);
+- watch events of sessions and of wasp's pods wake that loop;
+- deletion (under wasp's finalizer) stops the pod and forgets the tenant in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from wasp import contract
+from wasp_operator.errors import OperatorError
+from wasp_operator.sessions import Session, session_from_body
+from wasp_operator.status import PodView, pod_view
+from wasp_operator.supervisor import Supervisor
+
+CR = (contract.GROUP, contract.VERSION, contract.PLURAL)
+WASP_PODS = {contract.LABEL_MANAGED_BY: contract.OPERATOR_NAME}
+POD_GONE_POLL_SECONDS = 2.0
+# A pod may take its whole grace period (60 s) to checkpoint; a Redis Secret
+# deleted with the namespace may never come back: give up after this long.
+CLEANUP_TIMEOUT_SECONDS = 15 * 60
+
+
+def supervisor_of(memo: Any) -> Supervisor:  # noqa: ANN401 - kopf's memo is untyped
+    """The supervisor that ``runner.py`` put into kopf's memo."""
+    supervisor: Supervisor = memo.supervisor
+    return supervisor
+
+
+@kopf.index("v1", "pods", labels=WASP_PODS)
+def session_pods(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: object
+) -> dict[tuple[str, str], PodView] | None:
+    """Index the pods of wasp by (namespace, session name)."""
+    session = labels.get(contract.LABEL_SESSION)
+    if not namespace or not session:
+        return None
+    return {(namespace, session): pod_view(body)}
+
+
+@kopf.on.event("v1", "pods", labels=WASP_PODS)
+def pod_changed(
+    namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: object
+) -> None:
+    """A pod of a session changed or went: its session looks again."""
+    supervisor_of(memo).wake(namespace, labels.get(contract.LABEL_SESSION))
+
+
+@kopf.on.event(*CR)
+def session_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_: object) -> None:
+    """A session changed (spec, suspend, deletion): its loop looks again."""
+    supervisor_of(memo).wake(namespace, name)
+
+
+@kopf.daemon(*CR, cancellation_timeout=10.0)
+async def run_session(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **kwargs: Any,  # noqa: ANN401 - kopf's daemon protocol passes every kwarg
+) -> None:
+    """The session's loop, for as long as the resource exists (resumed on restarts)."""
+    session_pods: kopf.Index[tuple[str, str], PodView] = kwargs["session_pods"]
+
+    def pod_of(session: Session) -> PodView | None:
+        for pod in session_pods.get((session.namespace, session.name), []):
+            if pod.name == session.pod_name:
+                return pod
+        return None
+
+    await supervisor_of(memo).run(body, pod_of, logger)
+
+
+@kopf.on.delete(*CR, timeout=CLEANUP_TIMEOUT_SECONDS, backoff=POD_GONE_POLL_SECONDS)
+async def clean_up(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: object) -> None:
+    """Stop the pod, delete the tenant's auth state and lease, then let the resource go."""
+    session = session_from_body(body)
+    try:
+        done = await supervisor_of(memo).clean_up(session)
+    except OperatorError as error:
+        raise kopf.TemporaryError(str(error), delay=POD_GONE_POLL_SECONDS) from error
+    if not done:
+        msg = f"waiting for pod {session.pod_name} to stop"
+        raise kopf.TemporaryError(msg, delay=POD_GONE_POLL_SECONDS)
+    logger.info(f"tenant_forgotten: {session.tenant}")  # noqa: G004
+
+
+def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    """Post a Kubernetes Event about a resource (through kopf's poster)."""
+    target = body if isinstance(body, kopf.Body) else kopf.Body(cast("kopf.RawBody", dict(body)))
+    kopf.event(target, type=kind, reason=reason, message=message)
+
+
+__all__ = ["clean_up", "pod_changed", "post_event", "run_session", "session_changed"]

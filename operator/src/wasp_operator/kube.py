@@ -1,0 +1,131 @@
+"""The few Kubernetes API calls the operator makes itself, beside kopf's own.
+
+Owns the Kubernetes client: loading its configuration (in-cluster, else the
+kubeconfig), and turning the client's exceptions into the operator's errors.
+Every call is synchronous (the client is); async callers run them in a
+thread. It decides nothing: the bodies come from ``pods.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+from http import HTTPStatus
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from wasp import contract
+from wasp_operator.errors import KubernetesUnavailableError, SecretMissingError
+from wasp_operator.pods import build_auth_secret, new_auth_key
+from wasp_operator.sessions import SecretRef, Session
+
+
+def load_configuration() -> None:
+    """Configure the client: the pod's service account in a cluster, else the kubeconfig."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+def _failed(error: ApiException, verb: str, kind: str, name: str) -> KubernetesUnavailableError:
+    message = f"{verb} {kind} {name}: {error.status} {error.reason}"
+    return KubernetesUnavailableError(message)
+
+
+class Kube:
+    """The operator's own calls: pods, Secrets and the resource's status."""
+
+    def __init__(self) -> None:
+        """Use the configuration loaded by ``load_configuration``."""
+        self.core = kubernetes.client.CoreV1Api()
+        self.custom = kubernetes.client.CustomObjectsApi()
+
+    def create_pod(self, body: dict[str, Any]) -> bool:
+        """Create a pod; False if one of that name exists already.
+
+        Bodies are plain dicts (``pods.py``): the client serializes them as they are.
+        """
+        meta = body["metadata"]
+        try:
+            self.core.create_namespaced_pod(meta["namespace"], body)  # type: ignore[arg-type]
+        except ApiException as error:
+            if error.status == HTTPStatus.CONFLICT:
+                return False
+            raise _failed(error, "create", "pod", meta["name"]) from error
+        return True
+
+    def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> None:
+        """Delete a pod gracefully (its own grace period), only the one with ``uid`` if given."""
+        options = kubernetes.client.V1DeleteOptions(
+            propagation_policy="Background",
+            preconditions=kubernetes.client.V1Preconditions(uid=uid) if uid else None,
+        )
+        try:
+            self.core.delete_namespaced_pod(name, namespace, body=options)
+        except ApiException as error:
+            if error.status in {HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT}:
+                return  # gone already, or replaced by another pod of that name
+            raise _failed(error, "delete", "pod", name) from error
+
+    def pod_exists(self, namespace: str, name: str) -> bool:
+        """Whether a pod object of that name exists (terminating ones included)."""
+        try:
+            self.core.read_namespaced_pod(name, namespace)
+        except ApiException as error:
+            if error.status == HTTPStatus.NOT_FOUND:
+                return False
+            raise _failed(error, "read", "pod", name) from error
+        return True
+
+    def ensure_auth_secret(self, session: Session) -> bool:
+        """Create the session's auth-key Secret unless it exists; True if created."""
+        try:
+            self.core.read_namespaced_secret(session.auth_secret_name, session.namespace)
+        except ApiException as error:
+            if error.status != HTTPStatus.NOT_FOUND:
+                raise _failed(error, "read", "secret", session.auth_secret_name) from error
+        else:
+            return False
+        try:
+            self.core.create_namespaced_secret(
+                session.namespace,
+                build_auth_secret(session, new_auth_key()),  # type: ignore[arg-type]
+            )
+        except ApiException as error:
+            if error.status == HTTPStatus.CONFLICT:
+                return False
+            raise _failed(error, "create", "secret", session.auth_secret_name) from error
+        return True
+
+    def secret_value(self, namespace: str, ref: SecretRef) -> str:
+        """The decoded value of a key in a Secret."""
+        try:
+            secret = self.core.read_namespaced_secret(ref.name, namespace)
+        except ApiException as error:
+            if error.status == HTTPStatus.NOT_FOUND:
+                msg = f"Secret {namespace}/{ref.name} does not exist"
+                raise SecretMissingError(msg) from error
+            raise _failed(error, "read", "secret", ref.name) from error
+        data = secret.data or {}
+        if ref.key not in data:
+            msg = f"Secret {namespace}/{ref.name} has no key {ref.key!r}"
+            raise SecretMissingError(msg)
+        return base64.b64decode(data[ref.key]).decode()
+
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patch the status subresource of a WhatsAppSession."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                contract.GROUP,
+                contract.VERSION,
+                namespace,
+                contract.PLURAL,
+                name,
+                {"status": patch},
+            )
+        except ApiException as error:
+            if error.status == HTTPStatus.NOT_FOUND:
+                return  # deleted meanwhile: nothing to report on
+            raise _failed(error, "patch", "status of", name) from error

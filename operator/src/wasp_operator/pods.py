@@ -1,0 +1,228 @@
+"""The session pod and its auth-key Secret, built as plain dicts by pure functions.
+
+Owns every setting of the pod: its security (non-root, read-only root
+filesystem, no capabilities, seccomp, no service-account token), its probes,
+its environment (names from ``wasp.contract``; secrets only by reference,
+never a value), and the spec hash that tells a pod built for an older spec.
+It never talks to the API server: ``reconcile.py`` decides, ``kube.py`` acts.
+
+The hash covers what the session asks for (its ``Session`` fields, the image
+and the Redis Secret), not the operator's own code or version: upgrading the
+operator restarts no tenant; a changed spec or session image does.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import secrets
+from typing import Any
+
+from wasp import contract
+from wasp_operator.config import OperatorConfig
+from wasp_operator.sessions import SecretRef, Session
+
+RUN_AS_USER = 65532  # "nonroot" of distroless images
+TERMINATION_GRACE_SECONDS = 60  # time for a clean checkpoint of the auth state on SIGTERM
+HEALTH_PORT_NAME = "health"
+DATA_VOLUME = "data"
+TMP_VOLUME = "tmp"
+HASH_LENGTH = 16
+# Fields of a Session that say which resource it is, not what its pod runs.
+IDENTITY_FIELDS = frozenset({"name", "namespace", "uid", "generation", "suspend", "deleting"})
+
+
+def redis_secret_of(session: Session, config: OperatorConfig) -> SecretRef:
+    """The Secret with the session's Redis URL: its own, else the operator's default."""
+    return session.redis_secret or SecretRef(config.redis_secret, config.redis_secret_key)
+
+
+def image_of(session: Session, config: OperatorConfig) -> str:
+    """The session container's image: the resource's override, else the operator's."""
+    return session.image or config.session_image
+
+
+def spec_hash(session: Session, config: OperatorConfig) -> str:
+    """A short digest of everything the session's pod is built from."""
+    inputs = {
+        key: value
+        for key, value in dataclasses.asdict(session).items()
+        if key not in IDENTITY_FIELDS
+    }
+    inputs["image"] = image_of(session, config)
+    inputs["redis_secret"] = dataclasses.asdict(redis_secret_of(session, config))
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_LENGTH]
+
+
+def labels_of(session: Session) -> dict[str, str]:
+    """The labels of every object the operator makes for a session."""
+    return {
+        contract.LABEL_NAME: contract.APP_NAME,
+        contract.LABEL_COMPONENT: contract.SESSION_COMPONENT,
+        contract.LABEL_MANAGED_BY: contract.OPERATOR_NAME,
+        contract.LABEL_TENANT: session.tenant,
+        contract.LABEL_SESSION: session.name,
+    }
+
+
+def owner_reference(session: Session) -> dict[str, Any]:
+    """A controller reference to the WhatsAppSession (garbage collection follows it)."""
+    return {
+        "apiVersion": f"{contract.GROUP}/{contract.VERSION}",
+        "kind": contract.KIND,
+        "name": session.name,
+        "uid": session.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _value(name: str, value: object) -> dict[str, Any]:
+    return {"name": name, "value": str(value)}
+
+
+def _secret(name: str, ref: SecretRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def environment(session: Session, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The session container's env: settings by value, secrets by reference."""
+    env = [
+        _value(contract.ENV_TENANT, session.tenant),
+        {
+            "name": contract.ENV_POD_NAME,
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+        },
+        _secret(contract.ENV_REDIS_URL, redis_secret_of(session, config)),
+        _secret(
+            contract.ENV_AUTH_KEY, SecretRef(session.auth_secret_name, contract.AUTH_SECRET_KEY)
+        ),
+        _value(contract.ENV_TRANSPORT, session.transport),
+        _value(contract.ENV_PAIRING_METHOD, session.pairing_method),
+        _value(contract.ENV_PAIRING_MAX_WINDOWS, session.max_windows),
+        _value(contract.ENV_MESSAGE_TEMPLATE, session.message_template),
+        _value(contract.ENV_TTL_SECONDS, session.ttl_seconds),
+        _value(contract.ENV_RETRY_ATTEMPTS, session.retry_attempts),
+        _value(contract.ENV_RETRY_BACKOFF_SECONDS, session.retry_backoff_seconds),
+        _value(contract.ENV_RATE_PER_MINUTE, session.rate_per_minute),
+        _value(contract.ENV_DATA_DIR, contract.SESSION_DATA_DIR),
+        _value(contract.ENV_HEALTH_PORT, contract.SESSION_HEALTH_PORT),
+        _value(contract.ENV_LOG_FORMAT, "json"),
+    ]
+    if session.phone_number:
+        env.append(_value(contract.ENV_PAIRING_PHONE, session.phone_number))
+    if session.default_region:
+        env.append(_value(contract.ENV_DEFAULT_REGION, session.default_region))
+    return env
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": HEALTH_PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def container(session: Session, config: OperatorConfig) -> dict[str, Any]:
+    """The session container: locked down, probed, configured by env."""
+    spec: dict[str, Any] = {
+        "name": contract.SESSION_CONTAINER,
+        "image": image_of(session, config),
+        "imagePullPolicy": "IfNotPresent",
+        "command": [contract.SESSION_COMMAND],
+        "env": environment(session, config),
+        "ports": [
+            {
+                "name": HEALTH_PORT_NAME,
+                "containerPort": contract.SESSION_HEALTH_PORT,
+                "protocol": "TCP",
+            }
+        ],
+        # Restoring the auth state and connecting can take a while: the startup
+        # probe holds the liveness probe off until the process first answers.
+        "startupProbe": _probe(contract.HEALTH_LIVE_PATH, period=2, failures=60),
+        "livenessProbe": _probe(contract.HEALTH_LIVE_PATH, period=10, failures=3),
+        "readinessProbe": _probe(contract.HEALTH_READY_PATH, period=5, failures=1),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": contract.SESSION_DATA_DIR},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - the container's own tmpfs
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if session.resources:
+        spec["resources"] = dict(session.resources)
+    return spec
+
+
+def build_pod(session: Session, config: OperatorConfig) -> dict[str, Any]:
+    """The one pod of a session, owned by its WhatsAppSession."""
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container(session, config)],
+        "volumes": [
+            {"name": DATA_VOLUME, "emptyDir": {}},
+            {"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        ],
+    }
+    if session.node_selector:
+        pod_spec["nodeSelector"] = dict(session.node_selector)
+    if session.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in session.tolerations]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": session.pod_name,
+            "namespace": session.namespace,
+            "labels": labels_of(session),
+            "annotations": {contract.ANNOTATION_SPEC_HASH: spec_hash(session, config)},
+            "ownerReferences": [owner_reference(session)],
+        },
+        "spec": pod_spec,
+    }
+
+
+def new_auth_key() -> str:
+    """A fresh auth key: 32 random bytes, base64."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def build_auth_secret(session: Session, key: str) -> dict[str, Any]:
+    """The Secret with the session's auth key, owned by its WhatsAppSession."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": session.auth_secret_name,
+            "namespace": session.namespace,
+            "labels": labels_of(session),
+            "ownerReferences": [owner_reference(session)],
+        },
+        "stringData": {contract.AUTH_SECRET_KEY: key},
+    }

@@ -1,0 +1,81 @@
+"""Starting the operator: kopf's settings for wasp, and kopf run programmatically.
+
+Owns how kopf is set up (wasp's finalizer and annotation prefix for its
+bookkeeping, peering, liveness, which namespaces) and the lifetime of the
+objects the handlers share (Kubernetes client, Redis relay, supervisor).
+The behaviour itself lives in ``handlers.py`` and ``supervisor.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from wasp import contract
+from wasp_operator import handlers
+from wasp_operator.config import OperatorConfig
+from wasp_operator.kube import Kube, load_configuration
+from wasp_operator.relay import StatusRelay
+from wasp_operator.supervisor import Supervisor
+
+WATCH_SERVER_TIMEOUT = 120  # re-list now and then: a silently broken watch heals
+WATCH_CLIENT_TIMEOUT = 150.0
+
+
+def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    """The settings kopf runs with: wasp's finalizer and annotations, quiet Events."""
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = contract.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=contract.ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=contract.ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.reporting_component = contract.OPERATOR_NAME
+    settings.posting.level = logging.WARNING  # Events for phases and problems, not every handler
+    settings.peering.name = contract.PEERING_NAME
+    settings.peering.clusterwide = config.namespace is None
+    settings.peering.standalone = config.standalone
+    settings.peering.mandatory = not config.standalone
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    return settings
+
+
+def kopf_arguments(config: OperatorConfig) -> dict[str, Any]:
+    """What kopf is told about namespaces, peering and liveness."""
+    arguments: dict[str, Any] = {
+        "clusterwide": config.namespace is None,
+        "namespaces": [config.namespace] if config.namespace else [],
+        "standalone": config.standalone,
+        "liveness_endpoint": config.liveness_endpoint,
+    }
+    if not config.standalone:
+        arguments["peering_name"] = contract.PEERING_NAME  # and peering is mandatory
+    return arguments
+
+
+async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) -> None:
+    """Run the operator until stopped (SIGTERM/SIGINT, or ``stop_flag``)."""
+    load_configuration()
+    relay = StatusRelay()
+    supervisor = Supervisor(config, Kube(), relay, handlers.post_event)
+    try:
+        await kopf.operator(
+            settings=operator_settings(config),
+            memo=kopf.Memo(supervisor=supervisor),
+            stop_flag=stop_flag,
+            **kopf_arguments(config),
+        )
+    finally:
+        await relay.close()
+
+
+def run(config: OperatorConfig, *, verbose: bool = False) -> None:
+    """Run the operator in a fresh event loop (the command line's entry)."""
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON, log_refkey="object")
+    asyncio.run(serve(config))

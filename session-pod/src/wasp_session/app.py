@@ -1,0 +1,191 @@
+"""The session program: configuration, wiring, threads, signals and the exit code.
+
+Owns the order of things: configuration (a bad value stops the program with
+one line and a ``Failed`` status), logging, the health server, the lease, the
+auth store, the transport, the delivery worker thread, and shutdown on
+SIGTERM within ``WASP_SHUTDOWN_TIMEOUT_SECONDS`` (stop taking jobs, final
+checkpoint, stop the transport, release the lease, exit 0). Decides nothing
+about phases: ``lifecycle`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+
+import redis
+import structlog
+
+from wasp import contract
+from wasp_session.auth_store import AuthStore
+from wasp_session.config import Config, load_config, redis_url_from, tenant_from
+from wasp_session.delivery import DeliveryContext, run_delivery
+from wasp_session.errors import EXIT_CONFIG, ConfigError
+from wasp_session.gate import SendGate
+from wasp_session.lease import Lease
+from wasp_session.lifecycle import Lifecycle
+from wasp_session.logs import configure_logging
+from wasp_session.metrics import HealthServer
+from wasp_session.status import StatusBoard
+from wasp_session.transport.base import Transport
+
+log = structlog.stdlib.get_logger("wasp_session.app")
+_EXIT_AFTER_TIMEOUT = 1
+
+
+def build_transport(config: Config, client: redis.Redis) -> tuple[Transport, Path]:
+    """The transport the configuration names and its SQLite file (neonize only when chosen)."""
+    if config.transport == "simulator":
+        from wasp_session.transport.simulator import (  # noqa: PLC0415 - only when chosen
+            SimulatorSettings,
+            SimulatorTransport,
+        )
+
+        settings = SimulatorSettings(
+            qr_seconds=config.timings.simulator_qr,
+            receipt_delay=config.timings.simulator_receipt_delay,
+        )
+        simulator = SimulatorTransport(client, config.tenant, config.data_dir, settings)
+        return simulator, simulator.database
+    from wasp_session.transport.whatsmeow import (  # noqa: PLC0415 - loads the Go runtime
+        NeonizeTransport,
+    )
+
+    transport = NeonizeTransport(config.data_dir)
+    configure_logging(config.tenant, config.log_format)  # neonize's import reset the root logger
+    return transport, transport.database
+
+
+def _report_config_error(env: Mapping[str, str], error: ConfigError) -> None:
+    """One log line, and the reason in the tenant's status when Redis is reachable."""
+    written = False
+    try:
+        tenant = tenant_from(env)
+        url = redis_url_from(env)
+    except ConfigError:
+        tenant = None
+    if tenant is not None:
+        try:
+            with redis.Redis.from_url(url, decode_responses=True, socket_timeout=3) as client:
+                board = StatusBoard(client, tenant, env.get(contract.ENV_POD_NAME) or "")
+                board.record_error("InvalidConfiguration", str(error))
+                board.set_phase("Failed", reason="InvalidConfiguration", message=str(error))
+                written = True
+        except (redis.RedisError, ValueError):
+            written = False
+    configure_logging(tenant, "json" if not sys.stderr.isatty() else "console")
+    log.error(
+        "configuration_invalid",
+        variable=error.variable,
+        problem=error.problem,
+        error=str(error),
+        status_written=written,
+    )
+
+
+def run(env: Mapping[str, str] | None = None) -> int:
+    """Run the session from environment variables; return the exit code."""
+    environ = os.environ if env is None else env
+    try:
+        config = load_config(environ)
+    except ConfigError as error:
+        _report_config_error(environ, error)
+        return EXIT_CONFIG
+    configure_logging(config.tenant, config.log_format)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return Session(config).run()
+
+
+class Session:
+    """One process's session: owns the threads and clients, not the decisions."""
+
+    def __init__(self, config: Config) -> None:
+        """Create the clients and the pieces; nothing runs yet."""
+        self.config = config
+        self.text = redis.Redis.from_url(config.redis_url, decode_responses=True)
+        self.binary = redis.Redis.from_url(config.redis_url)
+        self.stop = threading.Event()
+        self.jobs_stop = threading.Event()
+        self.gate = SendGate()
+        self.status = StatusBoard(self.text, config.tenant, config.pod_name)
+        self.lease = Lease(self.text, config.tenant, config.pod_name, config.timings.lease_ttl)
+        self.transport, database = build_transport(config, self.text)
+        self.store = AuthStore(
+            self.binary,
+            tenant=config.tenant,
+            key=config.auth_key,
+            lease=self.lease,
+            transport=config.transport,
+            database=database,
+        )
+        self.delivery: threading.Thread | None = None
+        self.lifecycle = Lifecycle(
+            config,
+            transport=self.transport,
+            client=self.text,
+            status=self.status,
+            store=self.store,
+            lease=self.lease,
+            gate=self.gate,
+            stop=self.stop,
+            stop_jobs=self._stop_jobs,
+        )
+
+    def _on_signal(self, signum: int, _: FrameType | None) -> None:
+        if self.stop.is_set():
+            return
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        self.stop.set()
+        timer = threading.Timer(self.config.timings.shutdown_timeout, self._too_slow)
+        timer.daemon = True
+        timer.start()
+
+    def _too_slow(self) -> None:
+        log.error("shutdown_timed_out", seconds=self.config.timings.shutdown_timeout)
+        os._exit(_EXIT_AFTER_TIMEOUT)
+
+    def _start_jobs(self) -> None:
+        context = DeliveryContext(
+            tenant=self.config.tenant,
+            redis_url=self.config.redis_url,
+            settings=self.config.delivery,
+            transport=self.transport,
+            gate=self.gate,
+        )
+        self.delivery = threading.Thread(
+            target=run_delivery, args=(context, self.jobs_stop), name="delivery", daemon=True
+        )
+        self.delivery.start()
+
+    def _stop_jobs(self) -> None:
+        self.jobs_stop.set()
+        if self.delivery is not None:
+            self.delivery.join(timeout=max(1.0, self.config.timings.shutdown_timeout / 2))
+            if self.delivery.is_alive():
+                log.warning("delivery_still_running")
+
+    def run(self) -> int:
+        """Serve until stopped or fatal; return the exit code."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        health = HealthServer(self.config.health_port, lambda: self.lifecycle.ready)
+        health.start()
+        log.info(
+            "session_starting",
+            transport=self.config.transport,
+            pod=self.config.pod_name,
+            pairing_method=self.config.pairing_method,
+        )
+        self._start_jobs()
+        try:
+            code = self.lifecycle.run()
+        finally:
+            self.jobs_stop.set()
+            health.stop()
+        log.info("session_exit", code=code)
+        return code

@@ -1,0 +1,243 @@
+"""The session pod's configuration, read once from environment variables.
+
+Owns parsing and validation only: ``load_config(environ)`` is a pure function
+that returns a ``Config`` or raises ``ConfigError`` naming the variable and
+what is wrong with it (one line, fit for a log and the status hash). Every
+variable name comes from ``wasp.contract``; nothing here touches Redis.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from wasp import contract
+from wasp_session.delivery.context import DeliverySettings
+from wasp_session.errors import ConfigError
+
+_TENANT = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # DNS-1123 label
+_PHONE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
+_REGION = re.compile(r"^[A-Z]{2}$")
+_DEFAULT_QR_SECONDS = (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
+T = TypeVar("T", int, float)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Every duration the session waits for, in seconds."""
+
+    lease_ttl: float = 15.0
+    checkpoint_interval: float = 300.0
+    checkpoint_debounce: float = 5.0
+    reconnect_base: float = 1.0
+    reconnect_max: float = 60.0
+    shutdown_timeout: float = 20.0
+    simulator_qr: tuple[float, ...] = _DEFAULT_QR_SECONDS
+    simulator_receipt_delay: float = 1.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the session pod needs to run one tenant."""
+
+    tenant: str
+    redis_url: str
+    auth_key: bytes = b""
+    transport: str = "simulator"
+    pairing_method: str = "QR"
+    pairing_phone: str | None = None
+    pairing_max_windows: int = 3
+    data_dir: Path = Path("/data")
+    health_port: int = 8080
+    max_start_failures: int = 5
+    log_format: str = "auto"
+    pod_name: str = ""
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    timings: Timings = field(default_factory=Timings)
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(name, "is required but not set")
+    return value
+
+
+def _number(
+    env: Mapping[str, str], name: str, kind: Callable[[str], T], default: T, minimum: T
+) -> T:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        noun = {"int": "an integer"}.get(kind.__name__, "a number")
+        raise ConfigError(name, f"must be {noun}, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if value not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def tenant_from(env: Mapping[str, str]) -> str:
+    """The tenant id, validated as a DNS-1123 label."""
+    tenant = _required(env, contract.ENV_TENANT)
+    if not _TENANT.match(tenant):
+        raise ConfigError(contract.ENV_TENANT, f"must be a DNS-1123 label, got {tenant!r}")
+    return tenant
+
+
+def redis_url_from(env: Mapping[str, str]) -> str:
+    """The Redis URL, checked for a redis scheme."""
+    url = _required(env, contract.ENV_REDIS_URL)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(contract.ENV_REDIS_URL, "must start with redis://, rediss:// or unix://")
+    return url
+
+
+def _auth_key(env: Mapping[str, str]) -> bytes:
+    raw = _required(env, contract.ENV_AUTH_KEY)
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(contract.ENV_AUTH_KEY, "is not valid base64") from None
+    if len(key) != 32:  # noqa: PLR2004 - AES-256
+        raise ConfigError(
+            contract.ENV_AUTH_KEY, f"must be base64 of 32 bytes, got {len(key)} bytes"
+        )
+    return key
+
+
+def _pairing_phone(env: Mapping[str, str], method: str) -> str | None:
+    raw = env.get(contract.ENV_PAIRING_PHONE, "").strip().replace(" ", "")
+    if not raw:
+        if method == "PairingCode":
+            raise ConfigError(contract.ENV_PAIRING_PHONE, "is required for PairingCode pairing")
+        return None
+    if not _PHONE.match(raw):
+        raise ConfigError(contract.ENV_PAIRING_PHONE, f"must be an E.164 number, got {raw!r}")
+    return raw.lstrip("+")
+
+
+def _port(env: Mapping[str, str]) -> int:
+    port = _number(env, contract.ENV_HEALTH_PORT, int, 8080, 0)
+    if port > 65535:  # noqa: PLR2004 - the largest TCP port
+        raise ConfigError(contract.ENV_HEALTH_PORT, f"must be a TCP port, got {port}")
+    return port
+
+
+def _qr_seconds(env: Mapping[str, str]) -> tuple[float, ...]:
+    raw = env.get(contract.ENV_SIMULATOR_QR_SECONDS, "").strip()
+    if not raw:
+        return _DEFAULT_QR_SECONDS
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(value <= 0 for value in values):
+        raise ConfigError(
+            contract.ENV_SIMULATOR_QR_SECONDS,
+            f"must be positive seconds separated by commas, got {raw!r}",
+        )
+    return values
+
+
+def _delivery(env: Mapping[str, str]) -> DeliverySettings:
+    defaults = DeliverySettings()
+    region = env.get(contract.ENV_DEFAULT_REGION, "").strip() or defaults.default_region
+    if not _REGION.match(region):
+        raise ConfigError(
+            contract.ENV_DEFAULT_REGION, f"must be a two-letter region code, got {region!r}"
+        )
+    template = env.get(contract.ENV_MESSAGE_TEMPLATE) or defaults.message_template
+    if "{code}" not in template:
+        raise ConfigError(contract.ENV_MESSAGE_TEMPLATE, "must contain {code}")
+    return DeliverySettings(
+        default_region=region,
+        message_template=template,
+        ttl_seconds=_number(env, contract.ENV_TTL_SECONDS, int, defaults.ttl_seconds, 1),
+        retry_attempts=_number(env, contract.ENV_RETRY_ATTEMPTS, int, defaults.retry_attempts, 1),
+        retry_backoff_seconds=_number(
+            env, contract.ENV_RETRY_BACKOFF_SECONDS, float, defaults.retry_backoff_seconds, 0.0
+        ),
+        rate_per_minute=_number(
+            env, contract.ENV_RATE_PER_MINUTE, int, defaults.rate_per_minute, 1
+        ),
+    )
+
+
+def _timings(env: Mapping[str, str]) -> Timings:
+    d = Timings()
+    timings = Timings(
+        lease_ttl=_number(env, contract.ENV_LEASE_TTL_SECONDS, float, d.lease_ttl, 1.0),
+        checkpoint_interval=_number(
+            env, contract.ENV_CHECKPOINT_INTERVAL_SECONDS, float, d.checkpoint_interval, 1.0
+        ),
+        checkpoint_debounce=_number(
+            env, contract.ENV_CHECKPOINT_DEBOUNCE_SECONDS, float, d.checkpoint_debounce, 0.0
+        ),
+        reconnect_base=_number(
+            env, contract.ENV_RECONNECT_BASE_SECONDS, float, d.reconnect_base, 0.01
+        ),
+        reconnect_max=_number(
+            env, contract.ENV_RECONNECT_MAX_SECONDS, float, d.reconnect_max, 0.01
+        ),
+        shutdown_timeout=_number(
+            env, contract.ENV_SHUTDOWN_TIMEOUT_SECONDS, float, d.shutdown_timeout, 1.0
+        ),
+        simulator_qr=_qr_seconds(env),
+        simulator_receipt_delay=_number(
+            env,
+            contract.ENV_SIMULATOR_RECEIPT_DELAY_SECONDS,
+            float,
+            d.simulator_receipt_delay,
+            0.0,
+        ),
+    )
+    if timings.reconnect_max < timings.reconnect_base:
+        raise ConfigError(
+            contract.ENV_RECONNECT_MAX_SECONDS,
+            f"must not be below {contract.ENV_RECONNECT_BASE_SECONDS}",
+        )
+    return timings
+
+
+def load_config(env: Mapping[str, str]) -> Config:
+    """Read and check every variable; raise ``ConfigError`` at the first bad one."""
+    tenant = tenant_from(env)
+    redis_url = redis_url_from(env)
+    auth_key = _auth_key(env)
+    transport = _choice(env, contract.ENV_TRANSPORT, contract.TRANSPORTS, "neonize")
+    method = _choice(env, contract.ENV_PAIRING_METHOD, contract.PAIRING_METHODS, "QR")
+    data_dir = Path(env.get(contract.ENV_DATA_DIR, "").strip() or "/data")
+    if not data_dir.is_absolute():
+        raise ConfigError(contract.ENV_DATA_DIR, f"must be an absolute path, got {data_dir}")
+    return Config(
+        tenant=tenant,
+        redis_url=redis_url,
+        auth_key=auth_key,
+        transport=transport,
+        pairing_method=method,
+        pairing_phone=_pairing_phone(env, method),
+        pairing_max_windows=_number(env, contract.ENV_PAIRING_MAX_WINDOWS, int, 3, 1),
+        data_dir=data_dir,
+        health_port=_port(env),
+        max_start_failures=_number(env, contract.ENV_MAX_START_FAILURES, int, 5, 1),
+        log_format=_choice(env, contract.ENV_LOG_FORMAT, contract.LOG_FORMATS, "auto"),
+        pod_name=env.get(contract.ENV_POD_NAME, "").strip() or socket.gethostname(),
+        delivery=_delivery(env),
+        timings=_timings(env),
+    )

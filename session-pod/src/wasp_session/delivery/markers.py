@@ -1,0 +1,103 @@
+"""The "sent" marker: at most one send per message id, even across retries.
+
+Owns ``contract.sent_marker_key`` (value ``<owner>|<whatsapp id>``) and
+``contract.whatsapp_id_key``. Before a send the worker claims the marker
+with ``SET NX`` under its owner id (one per process run); after WhatsApp
+acknowledges, the WhatsApp id is written into it. A second attempt then finds:
+
+* a WhatsApp id: the message went; record it, never send again;
+* the marker of this very process without an id: an earlier attempt ended in
+  an unexpected way and may have sent; do not send again (``uncertain``);
+* the marker of another process without an id: that process died during its
+  send (SIGKILL, node loss). The send may or may not have gone out; this is
+  the one window where wasp sends again (``takeover``), so a crash never
+  loses an OTP; at most one message per crash can be a duplicate.
+
+A send that failed for sure (``SendError``) releases the marker.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, cast
+
+import redis
+import redis.client
+
+from wasp import contract
+
+# KEYS: marker. ARGV: owner, ttl. After a failed SET NX: inspect, and take over a
+# marker without a WhatsApp id left by another owner.
+_INSPECT: Final = """
+local value = redis.call('GET', KEYS[1])
+if not value then
+  redis.call('SET', KEYS[1], ARGV[1] .. '|', 'EX', ARGV[2])
+  return {'claimed', ''}
+end
+local sep = string.find(value, '|', 1, true)
+local owner = string.sub(value, 1, sep - 1)
+local whatsapp_id = string.sub(value, sep + 1)
+if whatsapp_id ~= '' then
+  return {'sent', whatsapp_id}
+end
+if owner == ARGV[1] then
+  return {'uncertain', owner}
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|', 'EX', ARGV[2])
+return {'takeover', owner}
+"""
+
+
+class Claim(enum.Enum):
+    """What the marker says about sending now."""
+
+    CLAIMED = "claimed"  # nobody sent: send
+    TAKEOVER = "takeover"  # a dead process may have sent: send again (the crash window)
+    SENT = "sent"  # it went: do not send
+    UNCERTAIN = "uncertain"  # this process may have sent: do not send
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """The claim and, when ``SENT``, the WhatsApp id (``TAKEOVER``: the dead owner)."""
+
+    claim: Claim
+    detail: str = ""
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SentMarkers:
+    """One tenant's sent markers and WhatsApp-id mappings."""
+
+    def __init__(self, client: redis.Redis, tenant: str, owner: str) -> None:
+        """Claim markers as ``owner`` (unique per process run)."""
+        self._client = client
+        self._tenant = tenant
+        self._owner = owner
+        self._inspect = client.register_script(_INSPECT)
+        self._ttl = contract.MESSAGE_RETENTION_SECONDS
+
+    def claim(self, message_id: str) -> ClaimResult:
+        """Claim the right to send ``message_id`` now."""
+        key = contract.sent_marker_key(self._tenant, message_id)
+        if self._client.set(key, f"{self._owner}|", nx=True, ex=self._ttl):
+            return ClaimResult(Claim.CLAIMED)
+        outcome = cast("list[object]", self._inspect(keys=[key], args=[self._owner, self._ttl]))
+        return ClaimResult(Claim(_text(outcome[0])), _text(outcome[1]))
+
+    def release(self, message_id: str) -> None:
+        """The send did not happen: free the marker for a later attempt."""
+        self._client.delete(contract.sent_marker_key(self._tenant, message_id))
+
+    def record_in(self, pipe: redis.client.Pipeline, message_id: str, whatsapp_id: str) -> None:
+        """Queue on ``pipe``: the send went out as ``whatsapp_id``; mark it, map the id back."""
+        pipe.set(
+            contract.sent_marker_key(self._tenant, message_id),
+            f"{self._owner}|{whatsapp_id}",
+            ex=self._ttl,
+        )
+        pipe.set(contract.whatsapp_id_key(self._tenant, whatsapp_id), message_id, ex=self._ttl)

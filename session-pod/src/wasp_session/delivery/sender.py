@@ -1,0 +1,361 @@
+"""One OTP job, start to end: the worker's side of "An OTP's life" (DESIGN.md).
+
+Owns the decisions for a single job, in order: arguments well-formed
+(``invalid_job``), the message not already handled, TTL not passed
+(``expired``, counted from the job's creation so retries never extend it),
+number valid (``invalid_number``), code and template allowed
+(``invalid_job``), the gate open (waiting while the session is not
+Connected, TTL running), not banned or timelocked, the number on WhatsApp
+(``not_on_whatsapp``, cached), the send paced, the sent marker claimed, then
+the send; transient failures are retried by RQ with exponential backoff up to
+the configured attempts (``send_error`` after the last), permanent ones fail
+at once. Every outcome is written through ``wasp.messages``; nothing here
+raises for a bad job, so the worker goes on with the next one.
+
+Must not dequeue jobs or talk to RQ beyond reading the job and returning
+``Retry``; the worker (``worker.py``) owns that.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import redis
+import redis.client
+import redis.exceptions
+import structlog
+from rq.job import Job, Retry
+
+from wasp import contract
+from wasp.errors import InvalidCodeError, InvalidNumberError, InvalidTemplateError
+from wasp.messages import FailureReason, MessageStore, decode_reply
+from wasp.phones import e164_digits, normalize_phone
+from wasp.templates import render_message
+from wasp.timestamps import format_timestamp, utc_now
+from wasp_session.delivery import metrics
+from wasp_session.delivery.arguments import InvalidJobError, OtpRequest, parse_arguments
+from wasp_session.delivery.context import DeliveryContext
+from wasp_session.delivery.markers import Claim, SentMarkers
+from wasp_session.delivery.pacing import SendPacer
+from wasp_session.delivery.receipts import apply_early_receipt
+from wasp_session.transport.base import NotConnectedError, SendError, TimelockedError
+
+ON_WHATSAPP_TTL_SECONDS: Final = 24 * 3600
+NOT_ON_WHATSAPP_TTL_SECONDS: Final = 3600
+_GATE_POLL_SECONDS: Final = 0.5
+
+log = structlog.get_logger("wasp_session.delivery")
+
+
+class DeliveryStoppedError(Exception):
+    """The session is shutting down while a job waited; the job is run again after restart."""
+
+
+class _Failed(Exception):  # noqa: N818 - internal control flow, never escapes ``handle``
+    def __init__(self, reason: FailureReason, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
+        self.error = error
+
+
+class _Transient(Exception):  # noqa: N818 - internal control flow
+    pass
+
+
+def _send_failure(error: SendError) -> Exception:
+    """What a send that did not go means for the job."""
+    if isinstance(error, NotConnectedError):
+        return error
+    if isinstance(error, TimelockedError):
+        return _Failed(reason="timelocked", error=str(error))
+    if error.transient:
+        return _Transient(str(error))
+    return _Failed(reason="send_error", error=str(error))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=utc_now().tzinfo)
+
+
+class OtpSender:
+    """Runs OTP jobs for one tenant with its transport, gate, settings and Redis."""
+
+    def __init__(
+        self, context: DeliveryContext, client: redis.Redis, stop: threading.Event, owner: str
+    ) -> None:
+        """Serve ``context.tenant``; ``owner`` names this process run in sent markers."""
+        self._context = context
+        self._settings = context.settings
+        self._tenant = context.tenant
+        self._client = client
+        self._stop = stop
+        self._store = MessageStore(client, context.tenant)
+        self._markers = SentMarkers(client, context.tenant, owner)
+        self._pacer = SendPacer(client, context.tenant, context.settings.rate_per_minute)
+        self._log = log.bind(tenant=context.tenant)
+        self._store.ensure_loaded()
+        self._pacer.ensure_loaded(client)
+
+    # ------------------------------------------------------------ the job
+    def handle(self, job: Job, args: tuple[object, ...], kwargs: dict[str, object]) -> Retry | None:
+        """Run one OTP job; return ``Retry`` for RQ to run it again after a backoff."""
+        message_id = job.id
+        job_log = self._log.bind(message_id=message_id)
+        created_at = _aware(job.created_at)
+        try:
+            request = parse_arguments(args, kwargs, job.id)
+        except InvalidJobError as error:
+            ttl = kwargs.get("ttl_seconds")
+            ttl_seconds = ttl if isinstance(ttl, int) and ttl > 0 else self._settings.ttl_seconds
+            self._store.create(
+                message_id,
+                phone=None,
+                created_at=created_at,
+                expires_at=created_at + timedelta(seconds=ttl_seconds),
+            )
+            self._fail(job_log, message_id, "invalid_job", str(error))
+            return None
+        attempt = (job.number_of_retries or 0) + 1
+        try:
+            return self._run(job_log, request, created_at, attempt)
+        except _Failed as failure:
+            self._fail(job_log, message_id, failure.reason, failure.error)
+            return None
+
+    def _run(
+        self,
+        job_log: structlog.typing.FilteringBoundLogger,
+        request: OtpRequest,
+        created_at: datetime,
+        attempt: int,
+    ) -> Retry | None:
+        message_id = request.message_id
+        expires_at = created_at + timedelta(seconds=request.ttl_seconds)
+        status = self._store.create_and_read(
+            message_id, phone=None, created_at=created_at, expires_at=expires_at
+        )
+        if status.state not in ("queued", "sending"):
+            job_log.info("otp_already_handled", state=status.state)
+            return None
+        if status.created_at is not None:
+            # Enqueued twice: the TTL counts from the first time.
+            expires_at = min(expires_at, status.created_at + timedelta(seconds=request.ttl_seconds))
+        self._check_expiry(expires_at)
+        e164, text = self._prepare(request)
+
+        while True:  # once per "not connected" seen at send time; bounded by the TTL
+            self._wait_for_gate(expires_at)
+            gate = self._context.gate
+            if gate.banned:
+                raise _Failed(
+                    reason="banned", error="the account is temporarily banned by WhatsApp"
+                )
+            if gate.timelocked:
+                raise _Failed(
+                    reason="timelocked", error="WhatsApp's reach-out timelock (463) holds"
+                )
+            fields = {contract.MESSAGE_ATTEMPTS: str(attempt), contract.MESSAGE_PHONE: e164}
+            cached = self._mark_sending(message_id, fields, e164)
+            try:
+                if not self._on_whatsapp(e164, cached):
+                    raise _Failed(reason="not_on_whatsapp", error=f"{e164} has no WhatsApp account")
+                self._pace(expires_at)
+                self._check_expiry(expires_at)
+                self._send(job_log, message_id, e164, text, created_at)
+            except NotConnectedError:
+                job_log.info("otp_waiting_for_connection")
+                time.sleep(_GATE_POLL_SECONDS)
+                continue
+            except _Transient as error:
+                return self._retry_or_fail(job_log, message_id, attempt, expires_at, str(error))
+            return None
+
+    # ------------------------------------------------------------ steps
+    def _prepare(self, request: OtpRequest) -> tuple[str, str]:
+        """The E.164 number and the message text, or the reason they cannot be."""
+        try:
+            e164 = normalize_phone(request.phone, self._settings.default_region)
+        except InvalidNumberError as error:
+            raise _Failed(reason="invalid_number", error=str(error)) from None
+        try:
+            template = request.template or self._settings.message_template
+            text = render_message(template, request.code, request.ttl_seconds)
+        except (InvalidCodeError, InvalidTemplateError) as error:
+            raise _Failed(reason="invalid_job", error=str(error)) from None
+        return e164, text
+
+    def _check_expiry(self, expires_at: datetime) -> None:
+        if utc_now() >= expires_at:
+            msg = f"not sent: its time to live ended at {format_timestamp(expires_at)}"
+            raise _Failed(reason="expired", error=msg)
+
+    def _wait_for_gate(self, expires_at: datetime) -> None:
+        """Block while the session is not Connected; fail expired when the TTL runs out."""
+        while not self._context.gate.wait_open(_GATE_POLL_SECONDS):
+            if self._stop.is_set():
+                msg = "the session is stopping"
+                raise DeliveryStoppedError(msg)
+            self._check_expiry(expires_at)
+
+    def _pipeline(self, fill: Callable[[redis.client.Pipeline], None]) -> list[Any]:
+        """Run the commands ``fill`` queues in one round trip (scripts by their hash)."""
+        for _ in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            fill(pipe)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                self._store.ensure_loaded()  # Redis restarted or flushed its scripts
+                self._pacer.ensure_loaded(self._client)
+        msg = "Redis keeps forgetting the delivery's scripts"
+        raise RuntimeError(msg)
+
+    def _mark_sending(self, message_id: str, fields: dict[str, str], e164: str) -> object:
+        """Move the message to ``sending``; return the cached on-WhatsApp answer, if any."""
+        key = contract.on_whatsapp_cache_key(self._tenant, e164)
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            self._store.transition_in(pipe, message_id, "sending", fields)
+            pipe.get(key)
+
+        return self._pipeline(fill)[1]
+
+    def _on_whatsapp(self, e164: str, cached: object) -> bool:
+        key = contract.on_whatsapp_cache_key(self._tenant, e164)
+        if cached is not None:
+            return cached in (b"1", "1")
+        try:
+            present = self._context.transport.check_number(e164_digits(e164))
+        except NotConnectedError:
+            raise
+        except SendError as error:
+            if error.transient:
+                raise _Transient(str(error)) from None
+            raise _Failed(
+                reason="send_error", error=f"checking the number failed: {error}"
+            ) from None
+        ttl = ON_WHATSAPP_TTL_SECONDS if present else NOT_ON_WHATSAPP_TTL_SECONDS
+        self._client.set(key, "1" if present else "0", ex=ttl)
+        return present
+
+    def _pace(self, expires_at: datetime) -> None:
+        while (wait := self._pacer.try_acquire()) > 0:
+            left = (expires_at - utc_now()).total_seconds()
+            if wait >= left:
+                self._check_expiry(utc_now() + timedelta(seconds=wait))
+            if self._stop.wait(min(wait, 1.0)):
+                msg = "the session is stopping"
+                raise DeliveryStoppedError(msg)
+
+    def _send(
+        self,
+        job_log: structlog.typing.FilteringBoundLogger,
+        message_id: str,
+        e164: str,
+        text: str,
+        created_at: datetime,
+    ) -> None:
+        claim = self._markers.claim(message_id)
+        if claim.claim is Claim.SENT:
+            job_log.info("otp_send_already_recorded", whatsapp_id=claim.detail)
+            self._record_sent(job_log, message_id, claim.detail, created_at)
+            return
+        if claim.claim is Claim.UNCERTAIN:
+            msg = "an earlier attempt may have sent it; not sending again"
+            raise _Failed(reason="send_error", error=msg)
+        if claim.claim is Claim.TAKEOVER:
+            metrics.POSSIBLE_DUPLICATES.labels(tenant=self._tenant).inc()
+            job_log.warning("otp_resend_after_crash", previous_owner=claim.detail)
+        try:
+            sent = self._context.transport.send_text(e164_digits(e164), text)
+        except SendError as error:  # NotConnectedError included: it did not go
+            self._pacer.settle()
+            self._markers.release(message_id)
+            raise _send_failure(error) from None
+        except BaseException:
+            self._pacer.settle()
+            raise
+        whatsapp_id = sent.whatsapp_id
+        early_key = contract.early_receipt_key(self._tenant, whatsapp_id)
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            self._markers.record_in(pipe, message_id, whatsapp_id)
+            self._store.transition_in(
+                pipe, message_id, "sent", {contract.MESSAGE_WHATSAPP_ID: whatsapp_id}
+            )
+            pipe.get(early_key)
+            self._pacer.settle_in(pipe)
+
+        replies = self._pipeline(fill)
+        moved, _fields = decode_reply(replies[2])
+        if replies[3] is not None:  # a receipt came first: apply it now
+            apply_early_receipt(self._client, self._store, self._tenant, message_id, whatsapp_id)
+        if moved:
+            self._count_sent(job_log, whatsapp_id, created_at)
+
+    def _record_sent(
+        self,
+        job_log: structlog.typing.FilteringBoundLogger,
+        message_id: str,
+        whatsapp_id: str,
+        created_at: datetime,
+    ) -> None:
+        """Record a send found in the marker (an earlier attempt sent it)."""
+        moved = self._store.transition(
+            message_id, "sent", {contract.MESSAGE_WHATSAPP_ID: whatsapp_id}
+        )
+        apply_early_receipt(self._client, self._store, self._tenant, message_id, whatsapp_id)
+        if moved:
+            self._count_sent(job_log, whatsapp_id, created_at)
+
+    def _count_sent(
+        self,
+        job_log: structlog.typing.FilteringBoundLogger,
+        whatsapp_id: str,
+        created_at: datetime,
+    ) -> None:
+        latency = max(0.0, (utc_now() - created_at).total_seconds())
+        metrics.SEND_LATENCY.labels(tenant=self._tenant).observe(latency)
+        metrics.count_state(self._tenant, "sent")
+        job_log.info("otp_sent", whatsapp_id=whatsapp_id, latency_seconds=round(latency, 3))
+
+    def _retry_or_fail(
+        self,
+        job_log: structlog.typing.FilteringBoundLogger,
+        message_id: str,
+        attempt: int,
+        expires_at: datetime,
+        error: str,
+    ) -> Retry | None:
+        attempts = max(1, self._settings.retry_attempts)
+        if attempt >= attempts:
+            msg = f"{error} (after {attempt} attempts)"
+            self._fail(job_log, message_id, "send_error", msg)
+            return None
+        backoff = self._settings.retry_backoff_seconds
+        intervals = [max(1, math.ceil(backoff * 2**i)) for i in range(attempts - 1)]
+        delay = intervals[attempt - 1]
+        if utc_now() + timedelta(seconds=delay) >= expires_at:
+            msg = f"not sent: {error}; its time to live ends before the next attempt"
+            self._fail(job_log, message_id, "expired", msg)
+            return None
+        job_log.info("otp_retry_scheduled", attempt=attempt, delay_seconds=delay, error=error)
+        return Retry(max=attempts - 1, interval=intervals)
+
+    def _fail(
+        self,
+        job_log: structlog.typing.FilteringBoundLogger,
+        message_id: str,
+        reason: FailureReason,
+        error: str,
+    ) -> None:
+        if self._store.fail(message_id, reason, error):
+            metrics.count_state(self._tenant, "failed", reason)
+            job_log.warning("otp_failed", reason=reason, error=error)
+        else:
+            job_log.info("otp_fail_ignored", reason=reason, error=error)

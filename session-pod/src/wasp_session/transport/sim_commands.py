@@ -1,0 +1,115 @@
+"""The simulator's command vocabulary: what a test, a demo or an operator can play.
+
+Commands are JSON objects pushed (RPUSH) on ``contract.simulator_commands_key``
+(``wasp:<tenant>:sim:commands``); the session pod holding the lease plays
+them in order. ``wasp-session simulate <command> --tenant T --redis-url U
+[--seconds S] [--count N] [--code C] [--reason R] [--jid J] [--push-name P]``
+pushes one from a shell.
+
+======================  =====================================================
+command                 effect
+======================  =====================================================
+``scan``                the phone scans the live QR / types the code: pairs
+                        (``jid``, ``push_name`` optional). Before the first
+                        QR it is kept and applied when one is shown.
+``disconnect``          the socket drops; back after ``seconds`` (default 1)
+``logout``              the phone unlinks the device (LoggedOut)
+``stream_replaced``     another client took the account (Conflict)
+``ban``                 temporary ban (``seconds``, default 60; ``code``)
+``timelock``            463 reach-out timelock: sends to numbers never
+                        written to raise TimelockedError until cleared
+``clear_timelock``      the timelock ends
+``fail_sends``          the next ``count`` sends (default 1) fail, transient
+``fail_starts``         the next ``count`` connects (default 1) fail to dial
+``expire_qr``           the current pairing window ends now, unscanned
+``client_outdated``     WhatsApp refuses this client version (Failed)
+``connect_failure``     an unknown connect failure (``reason``; Failed)
+``keepalive_timeout``   pings fail (metrics only)
+``keepalive_restored``  pings work again
+``crash``               the connection ends unexpectedly (pod exits, restarts)
+======================  =====================================================
+
+Numbers in the set ``contract.simulator_absent_key`` are "not on WhatsApp".
+Every sent message is appended to ``contract.simulator_outbox_key`` as JSON
+``{"to": "+4915…", "text": …, "whatsapp_id": …, "at": <epoch seconds>}``;
+"delivered" and then "read" receipts follow after the configured delay.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from wasp import contract
+
+COMMANDS = (
+    "scan",
+    "disconnect",
+    "logout",
+    "stream_replaced",
+    "ban",
+    "timelock",
+    "clear_timelock",
+    "fail_sends",
+    "fail_starts",
+    "expire_qr",
+    "client_outdated",
+    "connect_failure",
+    "keepalive_timeout",
+    "keepalive_restored",
+    "crash",
+)
+ARGUMENTS = ("seconds", "count", "code", "reason", "jid", "push_name")
+
+
+class CommandError(ValueError):
+    """A simulator command that cannot be played."""
+
+
+@dataclass(frozen=True)
+class SimCommand:
+    """One parsed command."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    def number(self, name: str, default: float) -> float:
+        """A numeric argument, or ``default``."""
+        value = self.arguments.get(name, default)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            msg = f"{self.name}: {name} must be a number, got {value!r}"
+            raise CommandError(msg) from None
+
+    def text(self, name: str, default: str) -> str:
+        """A string argument, or ``default``."""
+        value = self.arguments.get(name)
+        return default if value is None else str(value)
+
+
+def parse_command(raw: str) -> SimCommand:
+    """Parse one JSON command; raise ``CommandError`` if it is not one."""
+    try:
+        data = json.loads(raw)
+    except ValueError as error:
+        msg = f"not JSON: {raw[:80]!r}"
+        raise CommandError(msg) from error
+    if not isinstance(data, dict) or data.get("command") not in COMMANDS:
+        msg = f"unknown command in {raw[:80]!r}; known: {', '.join(COMMANDS)}"
+        raise CommandError(msg)
+    arguments = {key: value for key, value in data.items() if key in ARGUMENTS}
+    return SimCommand(name=str(data["command"]), arguments=arguments)
+
+
+def push_command(client: redis.Redis, tenant: str, name: str, **arguments: object) -> str:
+    """Queue command ``name`` for ``tenant``'s simulator; return the JSON pushed."""
+    if name not in COMMANDS:
+        msg = f"unknown command {name!r}; known: {', '.join(COMMANDS)}"
+        raise CommandError(msg)
+    payload = json.dumps({"command": name, **{k: v for k, v in arguments.items() if v is not None}})
+    client.rpush(contract.simulator_commands_key(tenant), payload)
+    return payload

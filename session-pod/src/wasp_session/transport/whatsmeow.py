@@ -1,0 +1,297 @@
+"""The neonize transport: the real WhatsApp connection through whatsmeow.
+
+Owns one neonize client at a time. ``connect()`` runs neonize's blocking
+``connect()`` on a thread of its own and waits briefly: a dial failure (which
+neonize raises at once) becomes ``StartError``; after that, any end of
+``connect()`` that ``stop()`` did not ask for is ``TransportStopped`` (fatal:
+the pod checkpoints and exits). Callbacks only translate neonize's events
+into ``TransportEvent`` values and enqueue them. A watchdog ends a QR window
+that neonize lets lapse silently (no new code for ~25 s).
+
+whatsmeow's SQLite store lives in ``whatsmeow.db`` in the data dir, in WAL
+mode. Nothing here opens that file with Python's sqlite3 (see
+``sqlite_child``). Imported only when the neonize transport is chosen: the
+import loads the Go runtime and calls ``logging.basicConfig``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from neonize.client import NewClient
+from neonize.events import (
+    ClientOutdatedEv,
+    ConnectedEv,
+    ConnectFailureEv,
+    DisconnectedEv,
+    KeepAliveRestoredEv,
+    KeepAliveTimeoutEv,
+    LoggedOutEv,
+    PairStatusEv,
+    ReceiptEv,
+    StreamErrorEv,
+    StreamReplacedEv,
+    TemporaryBanEv,
+)
+from neonize.utils.enum import ClientName
+from neonize.utils.jid import build_jid
+
+from wasp_session.transport.base import (
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    KeepAliveRestored,
+    KeepAliveTimedOut,
+    LoggedOut,
+    NotConnectedError,
+    PairFailed,
+    PairingCodeIssued,
+    PairingWindowEnded,
+    PairSucceeded,
+    QRCodeIssued,
+    ReceiptReceived,
+    SendError,
+    SentMessage,
+    StartError,
+    StreamReplaced,
+    TemporarilyBanned,
+    Timelocked,
+    TimelockedError,
+    TransportEvent,
+    TransportStopped,
+)
+
+DATABASE_NAME = "whatsmeow.db"
+# WAL through the name; the dummy `_x=` swallows the `?_foreign_keys=on` neonize appends.
+_DSN_OPTIONS = "?_journal_mode=WAL&_busy_timeout=15000&_foreign_keys=on&_x="
+_FIRST_QR_SECONDS = 60.0
+_NEXT_QR_SECONDS = 20.0
+_WINDOW_SECONDS = 160.0
+_QR_SILENCE_SECONDS = 25.0
+_RECEIPT_KINDS = {1: "delivered", 4: "read", 6: "read"}  # DELIVERED, READ, PLAYED
+_CLIENT_OUTDATED = 6  # ConnectFailureReason.CLIENT_OUTDATED
+_PAIR_SUCCESS = 2  # PairStatus.PStatus.SUCCESS
+log = structlog.stdlib.get_logger("wasp_session.neonize")
+
+
+class NeonizeTransport:
+    """whatsmeow through neonize, one client per ``connect()``."""
+
+    def __init__(self, data_dir: Path, start_timeout: float = 10.0) -> None:
+        """Keep whatsmeow's store in ``data_dir``; wait ``start_timeout`` s for a dial failure."""
+        self.database = data_dir / DATABASE_NAME
+        self._start_timeout = start_timeout
+        self._events: queue.Queue[TransportEvent] = queue.Queue()
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._window_started: float | None = None
+        self._last_qr: float | None = None
+        self._qr_count = 0
+        self._paired = threading.Event()
+
+    @property
+    def events(self) -> queue.Queue[TransportEvent]:
+        """Everything the connection reports, in order."""
+        return self._events
+
+    # ------------------------------------------------------------ connect / stop
+    def connect(self) -> None:
+        """Start neonize's connection thread; ``StartError`` if the dial fails at once."""
+        self.stop()
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        client = NewClient(f"{self.database}{_DSN_OPTIONS}")
+        self._register(client)
+        stopping = threading.Event()
+        settled = threading.Event()  # first event seen, or connect() returned
+        outcome: dict[str, BaseException | None] = {}
+        with self._lock:
+            self._client = client
+            self._stopping = stopping
+            self._window_started = self._last_qr = None
+            self._qr_count = 0
+            self._paired.clear()
+        self._settled = settled
+        thread = threading.Thread(
+            target=self._run,
+            args=(client, stopping, settled, outcome),
+            name="neonize",
+            daemon=True,
+        )
+        self._thread = thread
+        thread.start()
+        settled.wait(self._start_timeout)
+        if "error" in outcome and not thread.is_alive():
+            with self._lock:
+                self._client = None
+            msg = f"neonize connect failed: {outcome['error']}"
+            raise StartError(msg)
+        watchdog = threading.Thread(
+            target=self._watch_qr, args=(stopping,), name="neonize-qr", daemon=True
+        )
+        watchdog.start()
+
+    def _run(
+        self,
+        client: Any,  # noqa: ANN401 - neonize is untyped
+        stopping: threading.Event,
+        settled: threading.Event,
+        outcome: dict[str, BaseException | None],
+    ) -> None:
+        try:
+            client.connect()
+            outcome["error"] = None
+            reason = "neonize connect() returned"
+        except Exception as error:  # noqa: BLE001 - every end is reported
+            outcome["error"] = error
+            reason = f"neonize connect() raised: {error}"
+        if stopping.is_set():
+            return
+        if not settled.is_set():
+            settled.set()  # a start failure: connect() reports it
+            return
+        log.error("neonize_connection_ended", reason=reason)
+        self._emit(TransportStopped(reason))
+
+    def stop(self) -> None:
+        """Stop the client; ``connect()``'s thread ends. Idempotent."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._stopping.set()
+        if client is not None:
+            try:
+                client.stop()
+            except Exception as error:  # noqa: BLE001 - stopping must not fail
+                log.warning("neonize_stop_failed", error=str(error))
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self._thread = None
+
+    # ------------------------------------------------------------ actions
+    def _require(self) -> Any:  # noqa: ANN401 - neonize is untyped
+        with self._lock:
+            client = self._client
+        if client is None:
+            raise NotConnectedError
+        return client
+
+    def pair_phone(self, phone_digits: str) -> None:
+        """Ask WhatsApp for a pairing code; emitted as ``PairingCodeIssued``."""
+        code = self._require().PairPhone(
+            phone_digits, show_push_notification=True, client_name=ClientName.LINUX
+        )
+        started = self._window_started or time.monotonic()
+        remaining = max(1.0, _WINDOW_SECONDS - (time.monotonic() - started))
+        self._emit(PairingCodeIssued(code=str(code), valid_seconds=remaining))
+
+    def send_text(self, phone_digits: str, text: str) -> SentMessage:
+        """Send and wait for the server's acknowledgement."""
+        client = self._require()
+        try:
+            response = client.send_message(build_jid(phone_digits), text)
+        except Exception as error:
+            message = str(error)
+            if "463" in message:
+                self._emit(Timelocked(active=True))
+                raise TimelockedError(message) from error
+            if "not connected" in message or "client is nil" in message:
+                raise NotConnectedError(message) from error
+            raise SendError(message, transient=True) from error
+        stamp = float(response.Timestamp)
+        return SentMessage(
+            whatsapp_id=str(response.ID),
+            timestamp=stamp / 1000 if stamp > 1e12 else stamp,  # noqa: PLR2004 - milliseconds
+        )
+
+    def check_number(self, phone_digits: str) -> bool:
+        """Whether the number has a WhatsApp account."""
+        try:
+            answers = self._require().is_on_whatsapp(phone_digits)
+        except NotConnectedError:
+            raise
+        except Exception as error:
+            raise SendError(str(error), transient=True) from error
+        return bool(answers) and bool(answers[0].IsIn)
+
+    def logout(self) -> None:
+        """Unlink this device."""
+        self._require().logout()
+
+    # ------------------------------------------------------------ callbacks
+    def _emit(self, event: TransportEvent) -> None:
+        settled = getattr(self, "_settled", None)
+        if settled is not None:
+            settled.set()
+        self._events.put(event)
+
+    def _watch_qr(self, stopping: threading.Event) -> None:
+        while not stopping.wait(1.0):
+            with self._lock:
+                last = self._last_qr
+            if last is None or self._paired.is_set():
+                continue
+            if time.monotonic() - last > _QR_SILENCE_SECONDS + _FIRST_QR_SECONDS * (
+                self._qr_count == 1
+            ):
+                with self._lock:
+                    self._last_qr = None
+                self._emit(PairingWindowEnded())
+
+    def _register(self, client: Any) -> None:  # noqa: ANN401 - neonize is untyped
+        events = client.event
+
+        def on_qr(_: object, data: bytes) -> None:
+            with self._lock:
+                now = time.monotonic()
+                self._window_started = self._window_started or now
+                self._last_qr = now
+                self._qr_count += 1
+                valid = _FIRST_QR_SECONDS if self._qr_count == 1 else _NEXT_QR_SECONDS
+            self._emit(QRCodeIssued(code=data.decode("utf-8", "replace"), valid_seconds=valid))
+
+        def on_pair(_: object, event: Any) -> None:  # noqa: ANN401
+            if event.Status == _PAIR_SUCCESS:
+                self._paired.set()
+                jid = f"{event.ID.User}@{event.ID.Server}"
+                self._emit(PairSucceeded(jid=jid, push_name=str(event.BusinessName)))
+            else:
+                self._emit(PairFailed(reason=str(event.Error)))
+
+        def on_connected(_: object, __: object) -> None:
+            self._paired.set()
+            self._emit(Connected())
+
+        def on_failure(_: object, event: Any) -> None:  # noqa: ANN401
+            outdated = int(event.Reason) == _CLIENT_OUTDATED
+            self._emit(ConnectFailed(f"{event.Reason}: {event.Message}", client_outdated=outdated))
+
+        def on_receipt(_: object, event: Any) -> None:  # noqa: ANN401
+            kind = _RECEIPT_KINDS.get(int(event.Type))
+            if kind is not None:
+                ids = tuple(str(i) for i in event.MessageIDs)
+                self._emit(ReceiptReceived(ids, kind, float(event.Timestamp)))
+
+        events.qr(on_qr)
+        events(PairStatusEv)(on_pair)
+        events(ConnectedEv)(on_connected)
+        events(ConnectFailureEv)(on_failure)
+        events(ReceiptEv)(on_receipt)
+        events(DisconnectedEv)(lambda _, __: self._emit(Disconnected("socket closed")))
+        events(StreamErrorEv)(lambda _, e: self._emit(Disconnected(f"stream error {e.Code}")))
+        events(KeepAliveTimeoutEv)(lambda _, __: self._emit(KeepAliveTimedOut()))
+        events(KeepAliveRestoredEv)(lambda _, __: self._emit(KeepAliveRestored()))
+        events(LoggedOutEv)(lambda _, e: self._emit(LoggedOut(reason=str(e.Reason))))
+        events(StreamReplacedEv)(lambda _, __: self._emit(StreamReplaced()))
+        events(TemporaryBanEv)(
+            lambda _, e: self._emit(TemporarilyBanned(int(e.Code), float(e.Expire)))
+        )
+        events(ClientOutdatedEv)(
+            lambda _, __: self._emit(ConnectFailed("client outdated", client_outdated=True))
+        )

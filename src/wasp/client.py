@@ -1,0 +1,306 @@
+"""The client library: what a tenant's API uses to send OTPs and follow sessions.
+
+Owns the caller's side of "An OTP's life" (DESIGN.md): normalise and check
+the number, code and template at once, write the message as ``queued`` and
+enqueue the job on the tenant's RQ queue with the message id as job id, so
+enqueueing the same id twice sends once. Also reads message and session
+status, waits for a state, and streams QR codes and events from pub/sub.
+
+It must never import the session pod or the operator, and never moves a
+message beyond ``queued``: only the session's worker does that.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any, Final, Self
+
+import redis
+import structlog
+from rq import Queue
+from rq.exceptions import DuplicateJobError
+from rq.job import Job
+
+from wasp import contract
+from wasp.errors import (
+    InvalidMessageIdError,
+    MessageNotFoundError,
+    SessionNotFoundError,
+    WaitTimeoutError,
+)
+from wasp.messages import MessageState, MessageStatus, MessageStore, decode_change, is_past
+from wasp.phones import normalize_phone
+from wasp.sessions import (
+    PAIRING_PHASES,
+    SessionStatus,
+    decode_event,
+    follow_channels,
+    parse_session,
+    read_hash,
+)
+from wasp.templates import validate_code, validate_template
+from wasp.timestamps import utc_now
+
+__all__ = ["DEFAULT_TTL_SECONDS", "WaspClient"]
+
+DEFAULT_TTL_SECONDS: Final = 300
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# How long RQ keeps a finished job (the message hash keeps the story longer).
+_RESULT_TTL_SECONDS: Final = 600
+
+log = structlog.get_logger("wasp.client")
+
+
+def _binary_twin(connection: redis.Redis) -> redis.Redis:
+    """A client on the same server that does not decode replies, as RQ needs."""
+    pool = connection.connection_pool
+    if not pool.connection_kwargs.get("decode_responses"):
+        return connection
+    kwargs = {**pool.connection_kwargs, "decode_responses": False}
+    return redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )
+
+
+class WaspClient:
+    """Send OTPs through one tenant's session and read what happened to them.
+
+    Example::
+
+        client = WaspClient.from_url("redis://localhost:6379/0", "acme")
+        message_id = client.send_otp("+4915112345678", "493817")
+        status = client.wait_for(message_id, "sent", timeout=60)
+    """
+
+    def __init__(
+        self, connection: redis.Redis, tenant: str, *, default_region: str | None = None
+    ) -> None:
+        """Use ``connection`` for ``tenant``.
+
+        ``default_region`` (e.g. ``"DE"``) applies to numbers written without
+        a country code; if not given, the region the tenant's session reports
+        (``spec.delivery.defaultRegion``) is used.
+        """
+        if not tenant:
+            msg = "the tenant must not be empty"
+            raise ValueError(msg)
+        self.tenant = tenant
+        self._redis = connection
+        self._rq = _binary_twin(connection)
+        self._default_region = default_region
+        self._messages = MessageStore(connection, tenant)
+        self._log = log.bind(tenant=tenant)
+
+    @classmethod
+    def from_url(cls, url: str, tenant: str, *, default_region: str | None = None) -> WaspClient:
+        """A client for ``tenant`` on the Redis at ``url`` (``redis://host:port/db``)."""
+        return cls(redis.Redis.from_url(url), tenant, default_region=default_region)
+
+    def close(self) -> None:
+        """Close the connections this client opened itself."""
+        if self._rq is not self._redis:
+            self._rq.close()
+
+    def __enter__(self) -> Self:
+        """Use as a context manager."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close on exit."""
+        self.close()
+
+    # ------------------------------------------------------------ sending
+    def delivery_settings(self) -> dict[str, str]:
+        """The tenant's delivery settings as its session reported them (may be empty)."""
+        return read_hash(self._redis, contract.delivery_settings_key(self.tenant))
+
+    def send_otp(
+        self,
+        phone: str,
+        code: str,
+        *,
+        message_id: str | None = None,
+        ttl_seconds: int | None = None,
+        template: str | None = None,
+    ) -> str:
+        """Enqueue one OTP and return its message id.
+
+        The number is normalised to E.164 with the tenant's default region and
+        refused at once (``InvalidNumberError``) if invalid; so are bad codes
+        (``InvalidCodeError``: 4 to 10 ASCII letters or digits) and templates
+        (``InvalidTemplateError``: only ``{code}`` and ``{minutes}``). The code
+        is never sent after ``ttl_seconds`` (default: the tenant's setting, or
+        300) counted from now. Sending the same ``message_id`` again does not
+        send a second message.
+        """
+        settings = self.delivery_settings()
+        region = self._default_region or settings.get(contract.DELIVERY_DEFAULT_REGION)
+        e164 = normalize_phone(phone, region)
+        validate_code(code)
+        if template is not None:
+            validate_template(template)
+        if ttl_seconds is None:
+            ttl_seconds = int(settings.get(contract.DELIVERY_TTL_SECONDS) or DEFAULT_TTL_SECONDS)
+        if isinstance(ttl_seconds, bool) or ttl_seconds <= 0:
+            msg = f"ttl_seconds must be a positive whole number, not {ttl_seconds!r}"
+            raise ValueError(msg)
+        message_id = message_id or uuid.uuid4().hex
+        if not _MESSAGE_ID.fullmatch(message_id):
+            msg = f"message id {message_id!r} may only have letters, digits, '-' and '_' (1-128)"
+            raise InvalidMessageIdError(msg)
+
+        now = utc_now()
+        self._messages.create(
+            message_id, phone=e164, created_at=now, expires_at=now + timedelta(seconds=ttl_seconds)
+        )
+        current = self._messages.get(message_id)
+        if current is not None and current.state not in ("queued", "sending"):
+            self._log.info("otp_already_handled", message_id=message_id, state=current.state)
+            return message_id
+        kwargs: dict[str, Any] = {
+            "phone": e164,
+            "code": code,
+            "message_id": message_id,
+            "ttl_seconds": ttl_seconds,
+        }
+        if template is not None:
+            kwargs["template"] = template
+        queue = Queue(contract.delivery_queue(self.tenant), connection=self._rq)
+        try:
+            queue.enqueue_call(
+                contract.OTP_JOB_FUNCTION,
+                kwargs=kwargs,
+                job_id=message_id,
+                unique=True,
+                result_ttl=_RESULT_TTL_SECONDS,
+                failure_ttl=contract.MESSAGE_RETENTION_SECONDS,
+            )
+        except DuplicateJobError:
+            self._log.info("otp_already_enqueued", message_id=message_id)
+        else:
+            self._log.info("otp_enqueued", message_id=message_id)
+        return message_id
+
+    # ------------------------------------------------------------ message status
+    def message_status(self, message_id: str) -> MessageStatus:
+        """What is known about a message; ``MessageNotFoundError`` if nothing is.
+
+        A job enqueued with plain RQ that no worker has taken yet reads as
+        ``queued``.
+        """
+        status = self._messages.get(message_id)
+        if status is not None:
+            return status
+        if _MESSAGE_ID.fullmatch(message_id) and Job.exists(message_id, connection=self._rq):
+            return MessageStatus(message_id=message_id, state="queued")
+        msg = f"no message {message_id!r} of tenant {self.tenant!r} (unknown, or expired)"
+        raise MessageNotFoundError(msg)
+
+    def wait_for(
+        self, message_id: str, state: MessageState = "sent", *, timeout: float = 60.0
+    ) -> MessageStatus:
+        """Block until the message reaches ``state`` (or a later one), or fails.
+
+        Returns the status then (check ``status.state``: it may be
+        ``failed``); raises ``WaitTimeoutError`` after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub.subscribe(contract.receipts_channel(self.tenant))
+        try:
+            while True:
+                try:
+                    status = self.message_status(message_id)
+                except MessageNotFoundError:
+                    status = None
+                if status is not None and (
+                    status.state == "failed" or is_past(status.state, state)
+                ):
+                    return status
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = status.state if status else "unknown"
+                    msg = (
+                        f"message {message_id!r} did not reach {state!r} "
+                        f"in {timeout:g} s (it is {seen})"
+                    )
+                    raise WaitTimeoutError(msg)
+                change = pubsub.get_message(timeout=min(left, 1.0))
+                if change is not None and change.get("type") == "message":
+                    decode_change(change["data"])  # any change: read the hash again
+        finally:
+            pubsub.close()
+
+    # ------------------------------------------------------------ sessions
+    def session_status(self) -> SessionStatus:
+        """The session's current phase and details; ``SessionNotFoundError`` if none reported."""
+        fields = read_hash(self._redis, contract.status_key(self.tenant))
+        if not fields:
+            msg = f"no session status for tenant {self.tenant!r}: is its session pod running?"
+            raise SessionNotFoundError(msg)
+        return parse_session(self.tenant, fields)
+
+    def qr_codes(self, *, timeout: float | None = None) -> Iterator[str]:
+        """Yield each live QR string as the session issues it, starting with the current one.
+
+        Ends when the session leaves pairing (e.g. it is Connected), or after
+        ``timeout`` seconds without news (``None``: wait for ever).
+        """
+        channels = [contract.qr_channel(self.tenant), contract.events_channel(self.tenant)]
+        feed = follow_channels(self._redis, channels, timeout)
+        try:
+            # Subscribed first (the generator starts on the first next()), then read the
+            # current code, so none issued in between is missed.
+            current = read_hash(self._redis, contract.status_key(self.tenant))
+            last = current.get(contract.STATUS_QR)
+            phase = current.get(contract.STATUS_PHASE, "Pending")
+            if phase not in PAIRING_PHASES:
+                return
+            if last:
+                yield last
+            for channel, payload in feed:
+                if channel == contract.qr_channel(self.tenant):
+                    if payload != last:
+                        last = payload
+                        yield payload
+                    continue
+                phase = str(decode_event(payload).get(contract.STATUS_PHASE, phase))
+                if phase not in PAIRING_PHASES:
+                    return
+        finally:
+            feed.close()
+
+    def events(self, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield each status change of the session (JSON objects of the status hash)."""
+        feed = follow_channels(self._redis, [contract.events_channel(self.tenant)], timeout)
+        try:
+            for _channel, payload in feed:
+                yield decode_event(payload)
+        finally:
+            feed.close()
+
+    def feed(
+        self, *, messages: bool = False, timeout: float | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(channel, change)`` for each session status change.
+
+        With ``messages``, also each message state change (the receipts channel).
+        """
+        channels = [contract.events_channel(self.tenant)]
+        if messages:
+            channels.append(contract.receipts_channel(self.tenant))
+        feed = follow_channels(self._redis, channels, timeout)
+        try:
+            for channel, payload in feed:
+                yield channel, decode_event(payload)
+        finally:
+            feed.close()
+
+    def request_pairing(self) -> None:
+        """Ask the session to start pairing again (after ``PairingExpired``)."""
+        self._redis.rpush(contract.control_key(self.tenant), contract.CONTROL_PAIR)
+        self._log.info("pairing_requested")

@@ -1,0 +1,31 @@
+"""RFC 3339 UTC timestamps as wasp writes them into Redis hashes and JSON.
+
+Owns one format (``2026-01-31T12:00:00.123456Z``) and its parser. Must not
+know about Redis.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+__all__ = ["format_timestamp", "parse_timestamp", "utc_now"]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """``moment`` as RFC 3339 UTC with microseconds and a ``Z``; naive times are taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse what ``format_timestamp`` (or any ISO 8601 writer) wrote, as aware UTC."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

@@ -1,0 +1,111 @@
+"""A message's record: forward-only states, timestamps, change feed, expiry."""
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+
+from wasp import contract
+from wasp.messages import MessageStore
+from wasp.timestamps import utc_now
+
+TENANT = "acme"
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> MessageStore:
+    return MessageStore(redis_client, TENANT)
+
+
+@pytest.fixture
+def changes(redis_client: redis.Redis) -> Iterator[Callable[[], list[dict[str, str]]]]:
+    """A function returning every change published on the receipts channel so far."""
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.subscribe(contract.receipts_channel(TENANT))
+    seen: list[dict[str, str]] = []
+
+    def drain() -> list[dict[str, str]]:
+        while (message := pubsub.get_message(timeout=0.2)) is not None:
+            seen.append(json.loads(message["data"]))
+        return seen
+
+    drain()  # the subscription is active from here on
+    yield drain
+    pubsub.close()
+
+
+def _create(store: MessageStore, message_id: str = "m1") -> None:
+    now = utc_now()
+    assert store.create(message_id, phone="+4915112345678", created_at=now, expires_at=now)
+
+
+def test_a_message_moves_forward_with_a_timestamp_per_state(store: MessageStore) -> None:
+    _create(store)
+    for state in ("sending", "sent", "delivered", "read"):
+        assert store.transition("m1", state)
+    status = store.get("m1")
+    assert status is not None
+    assert status.state == "read"
+    assert set(status.timestamps) == {"queued", "sending", "sent", "delivered", "read"}
+    assert status.is_final
+
+
+def test_state_never_moves_backwards(store: MessageStore) -> None:
+    _create(store)
+    store.transition("m1", "sent", {contract.MESSAGE_WHATSAPP_ID: "W1"})
+    assert store.transition("m1", "read")
+    assert not store.transition("m1", "delivered")  # a late receipt
+    assert not store.transition("m1", "queued")
+    assert not store.fail("m1", "send_error", "too late to fail")
+    status = store.get("m1")
+    assert status is not None
+    assert status.state == "read"
+    assert status.whatsapp_id == "W1"
+
+
+def test_a_failed_message_stays_failed_with_its_reason(store: MessageStore) -> None:
+    _create(store)
+    assert store.fail("m1", "not_on_whatsapp", "+4915112345678 has no WhatsApp account")
+    assert not store.transition("m1", "sent")
+    status = store.get("m1")
+    assert status is not None
+    assert (status.state, status.reason) == ("failed", "not_on_whatsapp")
+    assert status.error == "+4915112345678 has no WhatsApp account"
+
+
+def test_creating_twice_keeps_the_first(store: MessageStore) -> None:
+    _create(store)
+    store.transition("m1", "sending")
+    later = utc_now() + timedelta(hours=1)
+    assert not store.create("m1", phone="+1", created_at=later, expires_at=later)
+    status = store.get("m1")
+    assert status is not None
+    assert (status.state, status.phone) == ("sending", "+4915112345678")
+
+
+def test_every_change_is_published_as_json(
+    store: MessageStore, changes: Callable[[], list[dict[str, str]]]
+) -> None:
+    _create(store)
+    store.transition("m1", "sent", {contract.MESSAGE_WHATSAPP_ID: "W1"})
+    store.transition("m1", "delivered")  # published
+    store.transition("m1", "delivered")  # not a change: not published
+    seen = changes()
+    assert [c["state"] for c in seen] == ["queued", "sent", "delivered"]
+    assert all(c["message_id"] == "m1" for c in seen)
+    assert seen[1]["whatsapp_id"] == "W1"
+
+
+def test_messages_expire_after_the_documented_retention(
+    store: MessageStore, redis_client: redis.Redis
+) -> None:
+    _create(store)
+    ttl = redis_client.ttl(contract.message_key(TENANT, "m1"))
+    assert contract.MESSAGE_RETENTION_SECONDS - 5 < ttl <= contract.MESSAGE_RETENTION_SECONDS
+
+
+def test_receipts_never_create_a_message_that_is_gone(store: MessageStore) -> None:
+    assert not store.transition("gone", "read", must_exist=True)
+    assert store.get("gone") is None

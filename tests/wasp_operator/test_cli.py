@@ -1,0 +1,64 @@
+"""The operator's command line and environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from wasp import contract
+from wasp_operator.cli import build_parser, config_from
+from wasp_operator.config import DEFAULT_SESSION_IMAGE, OperatorConfig, config_from_env
+
+
+def test_the_environment_configures_the_operator() -> None:
+    config = config_from_env(
+        {
+            contract.ENV_OPERATOR_NAMESPACE: "tenants",
+            contract.ENV_OPERATOR_SESSION_IMAGE: "wasp:1.0",
+            contract.ENV_OPERATOR_REDIS_SECRET: "shared-redis:dsn",
+            contract.ENV_OPERATOR_STANDALONE: "true",
+            contract.ENV_OPERATOR_LIVENESS: "http://0.0.0.0:8080/healthz",
+        }
+    )
+    assert config == OperatorConfig(
+        namespace="tenants",
+        session_image="wasp:1.0",
+        redis_secret="shared-redis",  # noqa: S106 - a Secret name, no password
+        redis_secret_key="dsn",  # noqa: S106 - a key name, no password
+        standalone=True,
+        liveness_endpoint="http://0.0.0.0:8080/healthz",
+    )
+    assert config_from_env({}) == OperatorConfig(session_image=DEFAULT_SESSION_IMAGE)
+
+
+def test_flags_win_over_the_environment() -> None:
+    environ = {contract.ENV_OPERATOR_NAMESPACE: "tenants", contract.ENV_OPERATOR_STANDALONE: "1"}
+    args = build_parser().parse_args(
+        ["-A", "--peering", "--redis-secret", "r", "--session-image", "x"]
+    )
+    config = config_from(args, environ)
+    assert config.namespace is None
+    assert config.standalone is False
+    assert (config.redis_secret, config.redis_secret_key) == ("r", "url")
+    assert config.session_image == "x"
+    assert config_from(build_parser().parse_args([]), environ).namespace == "tenants"
+
+
+def test_a_bad_secret_reference_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs a name"):
+        config_from_env({contract.ENV_OPERATOR_REDIS_SECRET: ":key"})
+
+
+def test_help_names_every_setting() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wasp_operator", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.startswith("usage: wasp-operator")
+    for flag in ("--namespace", "--session-image", "--redis-secret", "--standalone", "--liveness"):
+        assert flag in result.stdout

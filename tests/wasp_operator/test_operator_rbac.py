@@ -1,0 +1,132 @@
+"""The shipped RBAC is enough for the operator, and no more: it runs under it, with peering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from harness.controlplane import ControlPlane
+from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from wasp import contract
+
+pytestmark = pytest.mark.controlplane
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ACCOUNT = "wasp-operator"
+
+
+def install(plane: ControlPlane, manifest: str, placeholder: str, namespace: str) -> None:
+    text = (DEPLOY / manifest).read_text(encoding="utf-8")
+    plane.kubectl("apply", "-f", "-", stdin=text.replace(placeholder, namespace))
+
+
+def service_account_kubeconfig(plane: ControlPlane, namespace: str, directory: Path) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount (a real token)."""
+    token = plane.kubectl("create", "token", ACCOUNT, "-n", namespace).stdout.strip()
+    config = json.loads(plane.kubeconfig.read_text(encoding="utf-8"))
+    config["users"] = [{"name": ACCOUNT, "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = ACCOUNT
+    path = directory / "operator-kubeconfig"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def can(plane: ControlPlane, namespace: str, *what: str) -> bool:
+    result = plane.kubectl(
+        "auth",
+        "can-i",
+        *what,
+        "-n",
+        namespace,
+        "--as",
+        f"system:serviceaccount:{namespace}:{ACCOUNT}",
+        check=False,
+    )
+    return result.stdout.strip() == "yes"
+
+
+def run_a_session_through_its_life(
+    plane: ControlPlane, namespace: str, operator: OperatorProcess, client: redis.Redis
+) -> None:
+    """Create, run and delete a session; the operator must never be refused."""
+    apply(plane, namespace, session_body("acme"))
+    eventually(
+        lambda: get(plane, namespace, "pod", contract.session_pod_name("acme")),
+        "the operator creates the pod",
+        log=operator.log,
+    )
+    eventually(
+        lambda: ((get(plane, namespace, "was", "acme") or {}).get("status") or {}).get("phase"),
+        "the operator writes the status",
+        log=operator.log,
+    )
+    client.set(contract.auth_key("acme"), "store")
+    plane.kubectl("delete", "was", "acme", "-n", namespace, "--wait=false")
+    eventually(
+        lambda: get(plane, namespace, "was", "acme") is None,
+        "the operator lets the resource go",
+        log=operator.log,
+    )
+    assert client.exists(contract.auth_key("acme")) == 0
+    assert "Forbidden" not in operator.log()
+    assert "403" not in operator.log()
+
+
+@pytest.mark.usefixtures("wasp_crd", "redis_secret")
+def test_the_operator_runs_cluster_wide_under_its_cluster_role_with_peering(
+    control_plane: ControlPlane, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    install(control_plane, "operator-rbac.yaml", "wasp-system", namespace)
+    control_plane.kubectl("apply", "-f", str(DEPLOY / "peering-cluster.yaml"))
+    assert can(control_plane, namespace, "create", "pods")
+    assert can(
+        control_plane, namespace, "patch", "whatsappsessions.wasp.dev", "--subresource=status"
+    )
+    assert not can(control_plane, namespace, "list", "secrets")
+    assert not can(control_plane, namespace, "delete", "secrets")
+    assert not can(control_plane, namespace, "update", "pods")
+    assert not can(control_plane, namespace, "create", "pods", "--subresource=exec")
+    assert not can(control_plane, namespace, "get", "nodes")
+
+    kubeconfig = service_account_kubeconfig(control_plane, namespace, tmp_path)
+    operator = OperatorProcess(kubeconfig, tmp_path / "operator", standalone=False)
+    try:
+        eventually(
+            lambda: (get(control_plane, namespace, "clusterkopfpeering", ACCOUNT) or {}).get(
+                "status"
+            ),
+            "the operator announces itself in the peering object",
+            log=operator.log,
+        )
+        run_a_session_through_its_life(control_plane, namespace, operator, redis_client)
+    finally:
+        operator.stop()
+
+
+@pytest.mark.usefixtures("wasp_crd", "redis_secret")
+def test_the_operator_runs_in_one_namespace_under_its_role_with_peering(
+    control_plane: ControlPlane, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    install(control_plane, "operator-rbac-namespaced.yaml", "wasp-tenants", namespace)
+    install(control_plane, "peering-namespaced.yaml", "wasp-tenants", namespace)
+    assert can(control_plane, namespace, "create", "pods")
+    assert not can(control_plane, "default", "create", "pods")
+    assert not can(control_plane, namespace, "list", "secrets")
+
+    kubeconfig = service_account_kubeconfig(control_plane, namespace, tmp_path)
+    operator = OperatorProcess(
+        kubeconfig, tmp_path / "operator", namespace=namespace, standalone=False
+    )
+    try:
+        eventually(
+            lambda: (get(control_plane, namespace, "kopfpeering", ACCOUNT) or {}).get("status"),
+            "the operator announces itself in the peering object",
+            log=operator.log,
+        )
+        run_a_session_through_its_life(control_plane, namespace, operator, redis_client)
+    finally:
+        operator.stop()

@@ -1,0 +1,224 @@
+"""The resource's status follows what the session reports through Redis; deletion cleans up."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from harness.controlplane import ControlPlane
+from harness.kubelet import Kubelet
+from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from wasp import contract
+
+pytestmark = pytest.mark.controlplane
+
+POD = contract.session_pod_name("acme")
+IDLE = [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"]
+
+
+@pytest.fixture
+def idle_kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
+    stand_in = Kubelet(control_plane.kubeconfig, namespace, tmp_path / "kubelet", command=IDLE)
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+def report(
+    client: redis.Redis, tenant: str, fields: dict[str, str], *, publish: bool = True
+) -> None:
+    """Write the status hash and announce it, as the session pod does."""
+    key = contract.status_key(tenant)
+    client.delete(key)
+    for field, value in fields.items():
+        client.hset(key, field, value)
+    if publish:
+        client.publish(contract.events_channel(tenant), json.dumps(fields))
+
+
+def status_when(
+    plane: ControlPlane,
+    namespace: str,
+    holds: Callable[[dict[str, Any]], bool],
+    what: str,
+    log: Callable[[], str] = str,
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        found = get(plane, namespace, "was", "acme")
+        status = (found or {}).get("status") or {}
+        return found if holds(status) else None
+
+    found: dict[str, Any] = eventually(probe, what, log=log)
+    return found
+
+
+PAIRING = {
+    contract.STATUS_PHASE: "AwaitingPairing",
+    contract.STATUS_QR: "2@first-qr",
+    contract.STATUS_PAIRING_EXPIRES_AT: "2030-01-01T00:00:00Z",
+    contract.STATUS_PAIRING_WINDOW: "1",
+    contract.STATUS_POD: POD,
+}
+CONNECTED = {
+    contract.STATUS_PHASE: "Connected",
+    contract.STATUS_ACCOUNT_JID: "4915112345678@s.whatsapp.net",
+    contract.STATUS_PUSH_NAME: "Acme",
+    contract.STATUS_POD: POD,
+    contract.STATUS_LEASE_HELD: "1",
+}
+
+
+@pytest.mark.usefixtures("idle_kubelet")
+def test_the_status_follows_the_sessions_reports(
+    control_plane: ControlPlane,
+    namespace: str,
+    wasp_operator: OperatorProcess,
+    redis_client: redis.Redis,
+) -> None:
+    apply(control_plane, namespace, session_body("acme", transport="simulator"))
+    status_when(
+        control_plane,
+        namespace,
+        lambda s: s.get("phase") == "Starting" and s.get("podName") == POD,
+        "the pod runs and the session is Starting",
+        wasp_operator.log,
+    )
+
+    report(redis_client, "acme", PAIRING)
+    pairing = status_when(
+        control_plane, namespace, lambda s: s.get("phase") == "AwaitingPairing", "pairing shows"
+    )["status"]
+    assert pairing["pairing"] == {
+        "qrCode": "2@first-qr",
+        "expiresAt": "2030-01-01T00:00:00Z",
+        "window": 1,
+    }
+
+    report(redis_client, "acme", CONNECTED)
+    found = status_when(
+        control_plane, namespace, lambda s: s.get("phase") == "Connected", "connected shows"
+    )
+    status = found["status"]
+    assert "pairing" not in status
+    assert status["account"] == {"jid": "4915112345678@s.whatsapp.net", "pushName": "Acme"}
+    assert status["observedGeneration"] == found["metadata"]["generation"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert {k: c["status"] for k, c in conditions.items()} == {
+        "Ready": "True",
+        "Paired": "True",
+        "Connected": "True",
+    }
+    assert all(
+        c["observedGeneration"] == found["metadata"]["generation"] for c in conditions.values()
+    )
+    listed = control_plane.kubectl("get", "was", "acme", "-n", namespace).stdout
+    assert "4915112345678@s.whatsapp.net" in listed
+
+    def reasons() -> set[str] | None:
+        events = json.loads(
+            control_plane.kubectl(
+                "get",
+                "events",
+                "-n",
+                namespace,
+                "--field-selector",
+                "involvedObject.name=acme",
+                "-o",
+                "json",
+            ).stdout
+        )["items"]
+        seen = {e["reason"] for e in events}
+        return seen if {"Starting", "AwaitingPairing", "Connected"} <= seen else None
+
+    eventually(reasons, "an Event for every phase change", log=wasp_operator.log)
+
+
+@pytest.mark.usefixtures("idle_kubelet")
+def test_the_qr_stays_in_redis_when_not_exposed(
+    control_plane: ControlPlane,
+    namespace: str,
+    wasp_operator: OperatorProcess,
+    redis_client: redis.Redis,
+) -> None:
+    apply(control_plane, namespace, session_body("acme", pairing={"exposeInStatus": False}))
+    status_when(
+        control_plane,
+        namespace,
+        lambda s: s.get("phase") == "Starting",
+        "starting",
+        wasp_operator.log,
+    )
+    report(redis_client, "acme", PAIRING)
+    status = status_when(
+        control_plane, namespace, lambda s: s.get("phase") == "AwaitingPairing", "pairing shows"
+    )["status"]
+    assert "pairing" not in status
+    assert "2@first-qr" not in json.dumps(status)
+
+
+@pytest.mark.usefixtures("idle_kubelet")
+def test_a_restarted_operator_catches_up_from_the_status_hash(
+    control_plane: ControlPlane,
+    namespace: str,
+    wasp_operator: OperatorProcess,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    apply(control_plane, namespace, session_body("acme"))
+    status_when(
+        control_plane,
+        namespace,
+        lambda s: s.get("phase") == "Starting",
+        "starting",
+        wasp_operator.log,
+    )
+    wasp_operator.stop()
+
+    report(redis_client, "acme", CONNECTED, publish=False)  # nobody was listening anyway
+
+    again = OperatorProcess(control_plane.kubeconfig, tmp_path / "again", namespace=namespace)
+    try:
+        status_when(
+            control_plane,
+            namespace,
+            lambda s: s.get("phase") == "Connected",
+            "the status caught up",
+            again.log,
+        )
+    finally:
+        again.stop()
+
+
+def test_deleting_a_session_stops_its_pod_and_forgets_the_tenant(
+    control_plane: ControlPlane,
+    namespace: str,
+    wasp_operator: OperatorProcess,
+    idle_kubelet: Kubelet,
+    redis_client: redis.Redis,
+) -> None:
+    apply(control_plane, namespace, session_body("acme"))
+    eventually(lambda: POD in idle_kubelet.running(), "the pod runs", log=wasp_operator.log)
+    redis_client.set(contract.auth_key("acme"), "encrypted-store")
+    redis_client.set(contract.lease_key("acme"), "token")
+    report(redis_client, "acme", CONNECTED)
+    redis_client.set(contract.auth_key("bystander"), "another tenant's store")
+
+    control_plane.kubectl("delete", "was", "acme", "-n", namespace, "--wait=false")
+
+    eventually(
+        lambda: get(control_plane, namespace, "was", "acme") is None,
+        "the resource is gone",
+        log=wasp_operator.log,
+    )
+    assert get(control_plane, namespace, "pod", POD) is None
+    assert POD not in idle_kubelet.running()
+    assert redis_client.exists(contract.auth_key("acme"), contract.lease_key("acme")) == 0
+    assert redis_client.exists(contract.status_key("acme")) == 0
+    assert redis_client.get(contract.auth_key("bystander")) == "another tenant's store"

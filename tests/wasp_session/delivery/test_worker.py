@@ -1,0 +1,263 @@
+"""The worker and the job function in-process, with a tiny stand-in for WhatsApp.
+
+``PhoneNetwork`` implements the transport protocol (it is WhatsApp's stand-in,
+not a mock of wasp): it records sends, knows numbers that are not on
+WhatsApp, and can fail sends. The worker is wasp's own ``run_delivery`` on a
+thread, fed by the real client library through a real redis-server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+from rq import Queue
+
+from wasp import WaspClient, contract
+from wasp.messages import MessageStatus
+from wasp_session.delivery import DeliveryContext, DeliverySettings, run_delivery
+from wasp_session.delivery.receipts import apply_receipt
+from wasp_session.gate import SendGate
+from wasp_session.transport.base import (
+    NotConnectedError,
+    ReceiptReceived,
+    SendError,
+    SentMessage,
+    TransportEvent,
+)
+
+TENANT = "acme"
+PHONE = "+4915112345678"
+
+
+@dataclass
+class PhoneNetwork:
+    """WhatsApp's stand-in: who is on it, what was sent, which sends fail."""
+
+    absent: set[str] = field(default_factory=set)
+    sent: list[tuple[str, str, float]] = field(default_factory=list)
+    transient_failures: int = 0
+    connected: bool = True
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _events: queue.Queue[TransportEvent] = field(default_factory=queue.Queue)
+
+    @property
+    def events(self) -> queue.Queue[TransportEvent]:
+        """What happened, for the lifecycle (nothing here)."""
+        return self._events
+
+    def connect(self) -> None:
+        """Come online."""
+        self.connected = True
+
+    def pair_phone(self, phone_digits: str) -> None:
+        """Not used by delivery."""
+        del phone_digits
+
+    def send_text(self, phone_digits: str, text: str) -> SentMessage:
+        """Deliver, or fail as told."""
+        if not self.connected:
+            raise NotConnectedError
+        if self.transient_failures:
+            self.transient_failures -= 1
+            msg = "network hiccup"
+            raise SendError(msg, transient=True)
+        self.sent.append((phone_digits, text, time.time()))
+        return SentMessage(whatsapp_id=f"WA{next(self._ids)}", timestamp=time.time())
+
+    def check_number(self, phone_digits: str) -> bool:
+        """Whether the number has an account."""
+        return phone_digits not in self.absent
+
+    def logout(self) -> None:
+        """Not used by delivery."""
+
+    def stop(self) -> None:
+        """Not used by delivery."""
+
+
+@dataclass
+class Delivery:
+    """A running delivery and what a test drives it with."""
+
+    network: PhoneNetwork
+    gate: SendGate
+    client: WaspClient
+    redis: redis.Redis
+
+    def wait(self, message_id: str, timeout: float = 20.0) -> MessageStatus:
+        """Wait for a final or sent state."""
+        return self.client.wait_for(message_id, "sent", timeout=timeout)
+
+    def enqueue_raw(self, **kwargs: object) -> str:
+        """Enqueue as a plain-RQ API would, arguments as given."""
+        raw = redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                **{**self.redis.connection_pool.connection_kwargs, "decode_responses": False}
+            )
+        )
+        job_id = str(kwargs.get("message_id", "raw-job"))
+        Queue(contract.delivery_queue(TENANT), connection=raw).enqueue_call(
+            contract.OTP_JOB_FUNCTION, kwargs=kwargs, job_id=job_id
+        )
+        return job_id
+
+
+def start_delivery(
+    redis_url: str, redis_client: redis.Redis, **settings: object
+) -> tuple[Delivery, Callable[[], None]]:
+    network = PhoneNetwork()
+    gate = SendGate()
+    gate.open()
+    stop = threading.Event()
+    defaults: dict[str, object] = {"rate_per_minute": 0, "retry_backoff_seconds": 1.0}
+    context = DeliveryContext(
+        tenant=TENANT,
+        redis_url=redis_url,
+        settings=DeliverySettings(**{**defaults, **settings}),  # type: ignore[arg-type]
+        transport=network,
+        gate=gate,
+    )
+    thread = threading.Thread(target=run_delivery, args=(context, stop), daemon=True)
+    thread.start()
+    client = WaspClient(redis_client, TENANT)
+    deadline = time.monotonic() + 10
+    while not client.delivery_settings() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the worker has started once it published its settings
+
+    def finish() -> None:
+        stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+    return Delivery(network, gate, client, redis_client), finish
+
+
+@pytest.fixture
+def delivery(redis_server: object, redis_client: redis.Redis) -> Iterator[Delivery]:
+    running, finish = start_delivery(redis_server.url, redis_client)  # type: ignore[attr-defined]
+    yield running
+    finish()
+
+
+def test_an_otp_is_sent_once_with_the_tenants_template(delivery: Delivery) -> None:
+    message_id = delivery.client.send_otp("0151 12345678", "493817", ttl_seconds=300)
+    status = delivery.wait(message_id)
+    assert status.state == "sent"
+    assert status.whatsapp_id == "WA1"
+    assert delivery.network.sent[0][:2] == (
+        "4915112345678",
+        "Your code is 493817. It expires in 5 minutes.",
+    )
+
+
+def test_the_same_message_id_enqueued_twice_is_sent_once(delivery: Delivery) -> None:
+    delivery.gate.close()
+    for _ in range(3):
+        delivery.enqueue_raw(phone=PHONE, code="1234", message_id="twice", ttl_seconds=60)
+    delivery.gate.open()
+    assert delivery.wait("twice").state == "sent"
+    marker = delivery.client.send_otp(PHONE, "5678")
+    delivery.wait(marker)
+    assert [text for _, text, _ in delivery.network.sent].count(
+        "Your code is 1234. It expires in 1 minutes."
+    ) == 1
+
+
+def test_receipts_move_the_message_to_delivered_and_read_never_back(delivery: Delivery) -> None:
+    message_id = delivery.client.send_otp(PHONE, "1234")
+    status = delivery.wait(message_id)
+    assert status.whatsapp_id is not None
+    for kind in ("read", "delivered"):
+        apply_receipt(delivery.redis, TENANT, ReceiptReceived((status.whatsapp_id,), kind, 0))
+    assert delivery.client.message_status(message_id).state == "read"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "reason", "says"),
+    [
+        ({"phone": "12", "code": "1234"}, "invalid_number", "not a valid number"),
+        ({"phone": "+4915199999999", "code": "1234"}, "not_on_whatsapp", "no WhatsApp"),
+        ({"phone": PHONE, "code": ""}, "invalid_job", "empty"),
+        ({"phone": PHONE, "code": "12345678901"}, "invalid_job", "4 to 10"),
+        (
+            {"phone": PHONE, "code": "1234", "template": "{code.__class__}"},
+            "invalid_job",
+            "code.__class__",
+        ),
+        ({"phone": PHONE}, "invalid_job", "missing argument"),
+        ({"phone": PHONE, "code": "1234", "sender": "x"}, "invalid_job", "unknown argument"),
+        ({"phone": PHONE, "code": 1234}, "invalid_job", "code must be a string"),
+    ],
+)
+def test_bad_jobs_fail_with_their_reason_and_the_worker_goes_on(
+    delivery: Delivery, arguments: dict[str, object], reason: str, says: str
+) -> None:
+    delivery.network.absent.add("4915199999999")
+    bad = delivery.enqueue_raw(message_id="bad", ttl_seconds=60, **arguments)
+    good = delivery.client.send_otp(PHONE, "4321")
+    status = delivery.wait(bad)
+    assert (status.state, status.reason) == ("failed", reason)
+    assert status.error is not None
+    assert says in status.error
+    assert delivery.wait(good).state == "sent"
+    assert [text for _, text, _ in delivery.network.sent] == [
+        "Your code is 4321. It expires in 5 minutes."
+    ]
+
+
+def test_transient_failures_are_retried_with_backoff(delivery: Delivery) -> None:
+    delivery.network.transient_failures = 2
+    message_id = delivery.client.send_otp(PHONE, "1234")
+    status = delivery.wait(message_id, timeout=30)
+    assert status.state == "sent"
+    assert status.attempts == 3
+    assert len(delivery.network.sent) == 1
+
+
+def test_a_send_that_keeps_failing_ends_send_error_after_the_attempts(delivery: Delivery) -> None:
+    delivery.network.transient_failures = 10
+    message_id = delivery.client.send_otp(PHONE, "1234")
+    status = delivery.wait(message_id, timeout=30)
+    assert (status.state, status.reason, status.attempts) == ("failed", "send_error", 3)
+    assert delivery.network.sent == []
+
+
+def test_jobs_wait_while_the_gate_is_closed_and_expire_if_their_ttl_passes(
+    delivery: Delivery,
+) -> None:
+    delivery.gate.close()
+    short = delivery.client.send_otp(PHONE, "1111", ttl_seconds=1)
+    long = delivery.client.send_otp(PHONE, "2222", ttl_seconds=300)
+    time.sleep(2)
+    assert delivery.client.message_status(long).state == "queued"
+    delivery.gate.open()
+    assert delivery.wait(long).state == "sent"
+    status = delivery.wait(short)
+    assert (status.state, status.reason) == ("failed", "expired")
+    assert [text for _, text, _ in delivery.network.sent] == [
+        "Your code is 2222. It expires in 5 minutes."
+    ]
+
+
+def test_the_rate_limit_spaces_sends(redis_server: object, redis_client: redis.Redis) -> None:
+    running, finish = start_delivery(
+        redis_server.url,  # type: ignore[attr-defined]
+        redis_client,
+        rate_per_minute=600,
+    )
+    try:
+        ids = [running.client.send_otp(PHONE, f"{1000 + i}") for i in range(12)]
+        for message_id in ids:
+            assert running.wait(message_id).state == "sent"
+    finally:
+        finish()
+    times = sorted(at for _, _, at in running.network.sent)
+    # 600 a minute: no window of 1 s (a tenth of the rule's minute) holds more than 10.
+    assert all(b - a >= 0.1 for a, b in itertools.pairwise(times))

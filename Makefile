@@ -68,6 +68,10 @@ pytest: deps ## Run the tests (pass ARGS=... to pytest), then check no server is
 .PHONY: test
 test: deps lint types contracts pytest ## Everything: deps, lint, types, import contracts, all tests
 
+.PHONY: chart-crds
+chart-crds: ## Copy the CRDs from crds/ into the Helm chart (tests/chart checks they are identical)
+	cp crds/whatsappsessions.wasp.dev.yaml crds/kopf-peering.yaml charts/wasp/crds/
+
 .PHONY: clean
 clean: ## Remove the virtualenv and caches in the repo (not the binary cache)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(PIDFILE)

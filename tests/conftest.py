@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -51,7 +53,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 @pytest.fixture
 def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted after it."""
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    label = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower().replace("_", "-"))
+    name = f"t-{label[:40].strip('-')}-{secrets.token_hex(2)}"
     control_plane.kubectl("create", "namespace", name)
     try:
         yield name

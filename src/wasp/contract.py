@@ -274,6 +274,7 @@ ENV_OPERATOR_SESSION_IMAGE: Final = "WASP_OPERATOR_SESSION_IMAGE"  # default ses
 ENV_OPERATOR_REDIS_SECRET: Final = "WASP_OPERATOR_REDIS_SECRET"  # noqa: S105 - NAME[:KEY]
 ENV_OPERATOR_STANDALONE: Final = "WASP_OPERATOR_STANDALONE"  # "1": no peering
 ENV_OPERATOR_LIVENESS: Final = "WASP_OPERATOR_LIVENESS"  # e.g. http://0.0.0.0:8080/healthz
+ENV_OPERATOR_METRICS_PORT: Final = "WASP_OPERATOR_METRICS_PORT"  # Prometheus /metrics; unset: off
 
 
 def auth_secret_name(session_name: str) -> str:

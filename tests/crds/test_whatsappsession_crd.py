@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from harness.controlplane import ControlPlane
+from wasp import contract
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.usefixtures("wasp_crd")]
 
@@ -199,3 +200,17 @@ def test_kubectl_get_shows_tenant_and_phase_columns(
     wide = control_plane.kubectl("get", "wasp", "-n", namespace, "-o", "wide").stdout
     assert "TRANSPORT" in wide.splitlines()[0]
     assert "POD" in wide.splitlines()[0]
+
+
+def test_the_schemas_enums_are_the_contracts() -> None:
+    schema = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    spec, status = schema["spec"]["properties"], schema["status"]["properties"]
+    assert tuple(status["phase"]["enum"]) == contract.PHASES
+    assert tuple(spec["transport"]["enum"]) == contract.TRANSPORTS
+    assert tuple(spec["pairing"]["properties"]["method"]["enum"]) == contract.PAIRING_METHODS
+    names = CRD["spec"]["names"]
+    assert (CRD["metadata"]["name"], names["kind"], names["shortNames"]) == (
+        contract.CRD_NAME,
+        contract.KIND,
+        [contract.SHORT_NAME],
+    )

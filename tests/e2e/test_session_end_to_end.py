@@ -128,9 +128,13 @@ def test_a_session_pairs_delivers_survives_its_pod_and_is_cleaned_up(
             lambda: (
                 (p := get(control_plane, namespace, "pod", POD))
                 and p["metadata"]["uid"] != old_uid
-                and p.get("status", {}).get("phase") == "Running"
+                and any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in p.get("status", {}).get("conditions", [])
+                )
             ),
-            "a new pod runs",
+            "a new pod is Ready (connected, holding the lease)",
+            timeout=90,
             log=logs,
         )
         again = eventually(

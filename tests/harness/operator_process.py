@@ -49,6 +49,8 @@ class OperatorProcess:
         """Start the operator; return once its liveness endpoint answers."""
         directory.mkdir(parents=True, exist_ok=True)
         self.liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
         variables = {
             "PATH": os.environ.get("PATH", ""),
@@ -69,6 +71,8 @@ class OperatorProcess:
                 session_image,
                 "--liveness",
                 self.liveness,
+                "--metrics-port",
+                str(metrics_port),
             ],
             directory / "wasp-operator.log",
         )
@@ -80,6 +84,12 @@ class OperatorProcess:
                 return bool(response.status == 200)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
+
+    def metrics(self) -> str:
+        """What the operator's /metrics endpoint serves now."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:  # noqa: S310
+            text: str = response.read().decode()
+            return text
 
     def log(self) -> str:
         """Everything the operator logged so far."""

@@ -20,6 +20,7 @@ def test_the_environment_configures_the_operator() -> None:
             contract.ENV_OPERATOR_REDIS_SECRET: "shared-redis:dsn",
             contract.ENV_OPERATOR_STANDALONE: "true",
             contract.ENV_OPERATOR_LIVENESS: "http://0.0.0.0:8080/healthz",
+            contract.ENV_OPERATOR_METRICS_PORT: "9090",
         }
     )
     assert config == OperatorConfig(
@@ -29,6 +30,7 @@ def test_the_environment_configures_the_operator() -> None:
         redis_secret_key="dsn",  # noqa: S106 - a key name, no password
         standalone=True,
         liveness_endpoint="http://0.0.0.0:8080/healthz",
+        metrics_port=9090,
     )
     assert config_from_env({}) == OperatorConfig(session_image=DEFAULT_SESSION_IMAGE)
 
@@ -46,9 +48,11 @@ def test_flags_win_over_the_environment() -> None:
     assert config_from(build_parser().parse_args([]), environ).namespace == "tenants"
 
 
-def test_a_bad_secret_reference_is_refused() -> None:
+def test_bad_settings_are_refused_saying_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="needs a name"):
         config_from_env({contract.ENV_OPERATOR_REDIS_SECRET: ":key"})
+    with pytest.raises(ValueError, match="from 1 to 65535"):
+        config_from_env({contract.ENV_OPERATOR_METRICS_PORT: "http"})
 
 
 def test_help_names_every_setting() -> None:
@@ -60,5 +64,6 @@ def test_help_names_every_setting() -> None:
         check=True,
     )
     assert result.stdout.startswith("usage: wasp-operator")
-    for flag in ("--namespace", "--session-image", "--redis-secret", "--standalone", "--liveness"):
+    flags = ("--namespace", "--session-image", "--redis-secret", "--standalone", "--liveness")
+    for flag in (*flags, "--metrics-port"):
         assert flag in result.stdout

@@ -88,6 +88,20 @@ def test_applying_an_example_runs_a_locked_down_pod(
     name, tenant, phase = eventually(listed, "kubectl get was shows the session")[:3]
     assert (name, tenant, phase) == ("sandbox", "sandbox", "Pending")
 
+    resource = get(control_plane, namespace, "was", "sandbox") or {}
+    assert resource["metadata"]["finalizers"] == [contract.FINALIZER]
+    annotations = resource["metadata"].get("annotations") or {}
+    kopf_keys = [key for key in annotations if "kopf" in key]
+    assert kopf_keys, "kopf marks what it handles"
+    assert all(key.startswith(f"{contract.ANNOTATION_PREFIX}/") for key in kopf_keys)
+    assert set(resource["status"]) <= {
+        "tenantId",
+        "phase",
+        "podName",
+        "conditions",
+        "observedGeneration",
+    }, "kopf keeps its bookkeeping out of the status"
+
 
 class PodWatch:
     """Every ADDED/DELETED event of a session's pods, in the API server's order."""

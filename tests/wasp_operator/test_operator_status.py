@@ -138,6 +138,10 @@ def test_the_status_follows_the_sessions_reports(
         return seen if {"Starting", "AwaitingPairing", "Connected"} <= seen else None
 
     eventually(reasons, "an Event for every phase change", log=wasp_operator.log)
+    metrics = wasp_operator.metrics()
+    assert 'wasp_operator_sessions{phase="Connected"} 1.0' in metrics
+    assert 'wasp_operator_phase_changes_total{phase="AwaitingPairing"} 1.0' in metrics
+    assert 'wasp_operator_pod_actions_total{action="create",reason="PodMissing"} 1.0' in metrics
 
 
 @pytest.mark.usefixtures("idle_kubelet")
@@ -222,3 +226,42 @@ def test_deleting_a_session_stops_its_pod_and_forgets_the_tenant(
     assert redis_client.exists(contract.auth_key("acme"), contract.lease_key("acme")) == 0
     assert redis_client.exists(contract.status_key("acme")) == 0
     assert redis_client.get(contract.auth_key("bystander")) == "another tenant's store"
+
+
+@pytest.mark.usefixtures("idle_kubelet")
+def test_the_relay_survives_a_dropped_subscription(
+    control_plane: ControlPlane,
+    namespace: str,
+    wasp_operator: OperatorProcess,
+    redis_client: redis.Redis,
+) -> None:
+    apply(control_plane, namespace, session_body("acme"))
+    report(redis_client, "acme", PAIRING)
+    status_when(
+        control_plane,
+        namespace,
+        lambda s: s.get("phase") == "AwaitingPairing",
+        "pairing shows",
+        wasp_operator.log,
+    )
+
+    killed = redis_client.client_kill_filter(_type="pubsub")
+    assert killed >= 1
+    report(redis_client, "acme", CONNECTED, publish=False)  # lost while nobody listens
+    status_when(
+        control_plane,
+        namespace,
+        lambda s: s.get("phase") == "Connected",
+        "the status catches up after the relay resubscribes",
+        wasp_operator.log,
+    )
+
+    eventually(lambda: redis_client.pubsub_numpat() == 1, "one pattern subscription again")
+    report(redis_client, "acme", PAIRING)
+    status_when(
+        control_plane,
+        namespace,
+        lambda s: s.get("phase") == "AwaitingPairing",
+        "new reports arrive again",
+        wasp_operator.log,
+    )

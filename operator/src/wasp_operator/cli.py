@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 
 from wasp import __version__, contract
-from wasp_operator.config import OperatorConfig, config_from_env, parse_secret_ref
+from wasp_operator.config import OperatorConfig, config_from_env, parse_port, parse_secret_ref
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        help=f"serve Prometheus /metrics on this port (env {contract.ENV_OPERATOR_METRICS_PORT})",
+    )
+    parser.add_argument(
         "--verbose", "-v", action="store_true", help="log kopf's and the operator's debug lines"
     )
     return parser
@@ -97,6 +102,8 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> OperatorCo
         changes["standalone"] = args.standalone
     if args.liveness:
         changes["liveness_endpoint"] = args.liveness
+    if args.metrics_port:
+        changes["metrics_port"] = parse_port(args.metrics_port)
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
 
 

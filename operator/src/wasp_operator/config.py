@@ -26,6 +26,7 @@ class OperatorConfig:
     redis_secret_key: str = contract.DEFAULT_REDIS_SECRET_KEY
     standalone: bool = False
     liveness_endpoint: str | None = None
+    metrics_port: int | None = None  # None: no /metrics endpoint
     resync_seconds: float = 30.0  # how often each session is compared with the world anyway
 
 
@@ -41,7 +42,19 @@ def config_from_env(environ: Mapping[str, str]) -> OperatorConfig:
         redis_secret_key=key or contract.DEFAULT_REDIS_SECRET_KEY,
         standalone=environ.get(contract.ENV_OPERATOR_STANDALONE, "").strip().lower() in TRUE_WORDS,
         liveness_endpoint=environ.get(contract.ENV_OPERATOR_LIVENESS, "").strip() or None,
+        metrics_port=parse_port(environ.get(contract.ENV_OPERATOR_METRICS_PORT, "")),
     )
+
+
+def parse_port(text: str) -> int | None:
+    """A TCP port, or None for an empty string."""
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 0 < int(text) < 65536:  # noqa: PLR2004 - the port range
+        msg = f"a port must be a number from 1 to 65535, got {text!r}"
+        raise ValueError(msg)
+    return int(text)
 
 
 def parse_secret_ref(text: str) -> tuple[str, str]:

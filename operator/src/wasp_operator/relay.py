@@ -14,9 +14,10 @@ It never talks to the Kubernetes API and decides nothing about the status:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,35 +89,41 @@ class StatusRelay:
         return self._latest.pop((url, tenant), None)
 
     # -- direct reads and writes -------------------------------------------------
-    def _client(self, url: str) -> aioredis.Redis:
-        follower = self._followers.get(url)
-        if follower is not None:
-            return follower.client
-        return aioredis.Redis.from_url(url, decode_responses=True)
-
     async def read_status(self, url: str, tenant: str) -> dict[str, str]:
         """The tenant's status hash, as the session pod last wrote it."""
-        try:
-            raw = await self._client(url).hgetall(contract.status_key(tenant))
-            result = {str(k): str(v) for k, v in raw.items()}
-        except (RedisError, OSError) as error:
-            msg = f"cannot read the status of tenant {tenant}: {error}"
-            raise RedisUnavailableError(msg) from error
-        return result
+        async with self._borrowed(url) as client:
+            try:
+                raw = await client.hgetall(contract.status_key(tenant))
+            except (RedisError, OSError) as error:
+                msg = f"cannot read the status of tenant {tenant}: {error}"
+                raise RedisUnavailableError(msg) from error
+        return {str(k): str(v) for k, v in raw.items()}
 
     async def forget_tenant(self, url: str, tenant: str) -> None:
         """Delete the tenant's auth state, lease and status: the account is unlinked here."""
-        client = self._client(url)
+        async with self._borrowed(url) as client:
+            try:
+                await client.delete(
+                    contract.auth_key(tenant),
+                    contract.lease_key(tenant),
+                    contract.status_key(tenant),
+                )
+            except (RedisError, OSError) as error:
+                msg = f"cannot delete the auth state of tenant {tenant}: {error}"
+                raise RedisUnavailableError(msg) from error
+
+    @contextlib.asynccontextmanager
+    async def _borrowed(self, url: str) -> AsyncIterator[aioredis.Redis]:
+        """The followed Redis's client, or a client of its own closed after use."""
+        follower = self._followers.get(url)
+        if follower is not None:
+            yield follower.client
+            return
+        client = aioredis.Redis.from_url(url, decode_responses=True)
         try:
-            await client.delete(
-                contract.auth_key(tenant), contract.lease_key(tenant), contract.status_key(tenant)
-            )
-        except (RedisError, OSError) as error:
-            msg = f"cannot delete the auth state of tenant {tenant}: {error}"
-            raise RedisUnavailableError(msg) from error
+            yield client
         finally:
-            if url not in self._followers:
-                await client.aclose()
+            await client.aclose()
 
     async def close(self) -> None:
         """Stop every subscription and close every connection."""

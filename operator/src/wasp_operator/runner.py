@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from wasp import contract
-from wasp_operator import handlers
+from wasp_operator import handlers, metrics
 from wasp_operator.config import OperatorConfig
 from wasp_operator.kube import Kube, load_configuration
 from wasp_operator.relay import StatusRelay
@@ -62,6 +62,8 @@ def kopf_arguments(config: OperatorConfig) -> dict[str, Any]:
 async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) -> None:
     """Run the operator until stopped (SIGTERM/SIGINT, or ``stop_flag``)."""
     load_configuration()
+    if config.metrics_port is not None:
+        metrics.serve(config.metrics_port)
     relay = StatusRelay()
     supervisor = Supervisor(config, Kube(), relay, handlers.post_event)
     try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wasp import contract
-from wasp_operator import pods, reconcile, status
+from wasp_operator import metrics, pods, reconcile, status
 from wasp_operator.config import OperatorConfig
 from wasp_operator.errors import OperatorError, RedisUnavailableError, SecretMissingError
 from wasp_operator.kube import Kube
@@ -47,6 +47,7 @@ class _Seen:
     tenant: str | None = None
     report: dict[str, str] | None = None
     redis_problem: str | None = None
+    phase: str | None = None  # the phase last written: one Event per change, never two
 
 
 @dataclass
@@ -95,6 +96,7 @@ class Supervisor:
             if seen.url and seen.tenant:
                 self.relay.unregister(seen.url, seen.tenant, _holder(key))
             self._wakes.pop(key, None)
+            metrics.phase_moved(seen.phase, None)
             ended.set()
 
     async def cycle(
@@ -118,9 +120,11 @@ class Supervisor:
                 self.kube.create_pod, pods.build_pod(session, self.config)
             )
             if created:
+                metrics.POD_ACTIONS.labels(action="create", reason=decision.reason).inc()
                 self.post_event(body, "Normal", "PodCreated", f"Created pod {session.pod_name}.")
         elif decision.step is reconcile.Step.DELETE and pod is not None:
             await asyncio.to_thread(self.kube.delete_pod, session.namespace, pod.name, pod.uid)
+            metrics.POD_ACTIONS.labels(action="delete", reason=decision.reason).inc()
             self.post_event(
                 body, "Normal", "PodDeleted", f"Deleting pod {pod.name} ({decision.reason})."
             )
@@ -188,13 +192,15 @@ class Supervisor:
             now=now_rfc3339(),
         )
         patch = status.status_patch(current, desired)
-        if patch is None:
-            return
-        await asyncio.to_thread(self.kube.patch_status, session.namespace, session.name, patch)
         phase = desired["phase"]
-        if phase != current.get("phase"):
-            message = _condition_message(desired["conditions"])
-            self.post_event(body, status.event_type(phase), phase, message)
+        if patch is not None:
+            await asyncio.to_thread(self.kube.patch_status, session.namespace, session.name, patch)
+            metrics.STATUS_PATCHES.inc()
+            if phase not in {current.get("phase"), seen.phase}:
+                message = _condition_message(desired["conditions"])
+                self.post_event(body, status.event_type(phase), phase, message)
+        metrics.phase_moved(seen.phase, phase)
+        seen.phase = phase
 
     # -- deletion ------------------------------------------------------------------
     async def clean_up(self, session: Session) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,29 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ACCOUNT = "wasp-operator"
 
 
-def install(plane: ControlPlane, manifest: str, placeholder: str, namespace: str) -> None:
-    text = (DEPLOY / manifest).read_text(encoding="utf-8")
-    plane.kubectl("apply", "-f", "-", stdin=text.replace(placeholder, namespace))
+Installer = Callable[[str, str, str], None]
+
+
+@pytest.fixture
+def install(control_plane: ControlPlane) -> Iterator[Installer]:
+    """Apply deploy/ manifests for one test; delete them after, cluster-scoped objects too.
+
+    A ClusterRole left behind would clash with a later ``helm install`` of the chart.
+    """
+    applied: list[str] = []
+
+    def apply_manifest(manifest: str, placeholder: str, namespace: str) -> None:
+        text = (DEPLOY / manifest).read_text(encoding="utf-8").replace(placeholder, namespace)
+        control_plane.kubectl("apply", "-f", "-", stdin=text)
+        applied.append(text)
+
+    try:
+        yield apply_manifest
+    finally:
+        for text in reversed(applied):
+            control_plane.kubectl(
+                "delete", "-f", "-", "--ignore-not-found", "--wait=false", stdin=text, check=False
+            )
 
 
 def service_account_kubeconfig(plane: ControlPlane, namespace: str, directory: Path) -> Path:
@@ -79,10 +100,14 @@ def run_a_session_through_its_life(
 
 @pytest.mark.usefixtures("wasp_crd", "redis_secret")
 def test_the_operator_runs_cluster_wide_under_its_cluster_role_with_peering(
-    control_plane: ControlPlane, namespace: str, redis_client: redis.Redis, tmp_path: Path
+    control_plane: ControlPlane,
+    namespace: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    install: Installer,
 ) -> None:
-    install(control_plane, "operator-rbac.yaml", "wasp-system", namespace)
-    control_plane.kubectl("apply", "-f", str(DEPLOY / "peering-cluster.yaml"))
+    install("operator-rbac.yaml", "wasp-system", namespace)
+    install("peering-cluster.yaml", "wasp-system", namespace)
     assert can(control_plane, namespace, "create", "pods")
     assert can(
         control_plane, namespace, "patch", "whatsappsessions.wasp.dev", "--subresource=status"
@@ -110,10 +135,14 @@ def test_the_operator_runs_cluster_wide_under_its_cluster_role_with_peering(
 
 @pytest.mark.usefixtures("wasp_crd", "redis_secret")
 def test_the_operator_runs_in_one_namespace_under_its_role_with_peering(
-    control_plane: ControlPlane, namespace: str, redis_client: redis.Redis, tmp_path: Path
+    control_plane: ControlPlane,
+    namespace: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    install: Installer,
 ) -> None:
-    install(control_plane, "operator-rbac-namespaced.yaml", "wasp-tenants", namespace)
-    install(control_plane, "peering-namespaced.yaml", "wasp-tenants", namespace)
+    install("operator-rbac-namespaced.yaml", "wasp-tenants", namespace)
+    install("peering-namespaced.yaml", "wasp-tenants", namespace)
     assert can(control_plane, namespace, "create", "pods")
     assert not can(control_plane, "default", "create", "pods")
     assert not can(control_plane, namespace, "list", "secrets")

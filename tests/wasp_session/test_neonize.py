@@ -104,8 +104,11 @@ def test_failed_dials_back_off_then_fail_with_the_reason(
                 phases.append(phase)
     pubsub.close()
     assert phases == ["Starting", "Reconnecting", "Failed"]
-    ceilings = [line["retry_in"] for line in lines if line["event"] == "start_failed"]
-    assert len(ceilings) == 2  # two retries, the third failure is final
+    retries = [line for line in lines if line["event"] == "start_failed"]
+    assert len(retries) == 2  # two retries, the third failure is final
+    ceilings = [line["backoff_ceiling"] for line in retries]
+    assert ceilings[0] < ceilings[1]  # the delays grow (each drawn below its ceiling)
+    assert all(0 <= line["retry_in"] <= line["backoff_ceiling"] for line in retries)
     assert all(line.get("tenant") == "acme" for line in lines)
     # neonize's own stdlib loggers come out through structlog too
     assert any(line.get("logger", "").startswith("neonize") for line in lines)

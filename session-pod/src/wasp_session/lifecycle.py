@@ -35,6 +35,7 @@ from wasp_session.config import Config
 from wasp_session.decisions import (
     Action,
     Decision,
+    backoff_ceiling,
     backoff_delay,
     connection_is_stable,
     decide,
@@ -261,11 +262,17 @@ class Lifecycle:
                     msg = f"{failures} starts failed in a row; last: {error}"
                     self._fail("StartFailed", msg)
                 t = self._config.timings
-                delay = backoff_delay(
-                    self._n.backoff_attempt, t.reconnect_base, t.reconnect_max, self._rand
-                )
+                attempt = self._n.backoff_attempt
+                delay = backoff_delay(attempt, t.reconnect_base, t.reconnect_max, self._rand)
+                ceiling = backoff_ceiling(attempt, t.reconnect_base, t.reconnect_max)
                 self._n.backoff_attempt += 1
-                log.warning("start_failed", error=str(error), failures=failures, retry_in=delay)
+                log.warning(
+                    "start_failed",
+                    error=str(error),
+                    failures=failures,
+                    retry_in=delay,
+                    backoff_ceiling=ceiling,
+                )
                 self._status.record_error("StartFailed", str(error))
                 self._enter(
                     "Reconnecting",

@@ -64,10 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Redis of the sessions, e.g. redis://localhost:6379/0 "
         f"(default: ${contract.ENV_REDIS_URL})",
     )
+    # Also after the command (`kubectl wasp pair acme --redis-url ...`), as users type it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--redis-url", default=argparse.SUPPRESS, help="Redis of the sessions (as above)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     send = commands.add_parser(
         "send",
+        parents=[common],
         help="enqueue one OTP and print its message id",
         description=(
             "Enqueue one OTP for the tenant's session to send. The number is normalised to "
@@ -91,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
+        parents=[common],
         help="show a session's status, or one message's",
         description="Show the session's phase, account and pairing state; with MESSAGE_ID, "
         "that message's state, timestamps and failure reason.",
@@ -101,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     qr = commands.add_parser(
         "qr",
+        parents=[common],
         help="show the live pairing QR code in the terminal, refreshing as it rotates",
         description="Render the session's live pairing QR code in this terminal and redraw it "
         "each time WhatsApp rotates it; ends when the session is paired (or leaves pairing).",
@@ -110,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = commands.add_parser(
         "watch",
+        parents=[common],
         help="follow a session's status changes (one JSON line each)",
         description="Print every status change the session publishes, one JSON object a line, "
         "until interrupted; with --messages, also every message state change.",
@@ -120,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pair = commands.add_parser(
         "pair",
+        parents=[common],
         help="start pairing again after PairingExpired",
         description="Ask the session pod to show a new QR / pairing code after its pairing "
         "windows ran out (phase PairingExpired). Follow it with `wasp qr SESSION`.",

@@ -7,7 +7,10 @@ the auth blob in Redis, ``/readyz`` and the exit code.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -153,7 +156,9 @@ def test_unexpected_end_of_the_connection_exits_non_zero(
     assert pod.status()[contract.STATUS_LAST_ERROR_REASON] == "TransportStopped"
 
 
-def test_pairing_windows_run_out_then_pair_rearms(start_session: StartSession) -> None:
+def test_pairing_windows_run_out_then_kubectl_wasp_pair_rearms(
+    start_session: StartSession,
+) -> None:
     pod = start_session(**{contract.ENV_PAIRING_MAX_WINDOWS: "2"})
     pod.wait_for_phase("AwaitingPairing")
     pod.simulate("expire_qr")
@@ -162,7 +167,12 @@ def test_pairing_windows_run_out_then_pair_rearms(start_session: StartSession) -
     status = pod.wait_for_phase("PairingExpired")
     assert contract.STATUS_QR not in status
     assert status[contract.STATUS_REASON] == "PairingWindowsExhausted"
-    pod.control(contract.CONTROL_PAIR)
+    kubectl_wasp = Path(sys.executable).with_name("kubectl-wasp")  # the plugin, as users run it
+    subprocess.run(
+        [str(kubectl_wasp), "pair", pod.tenant, "--redis-url", pod.env[contract.ENV_REDIS_URL]],
+        check=True,
+        timeout=30,
+    )
     status = pod.wait_for_phase("AwaitingPairing")
     assert status[contract.STATUS_PAIRING_WINDOW] == "1"
     pod.simulate("scan")

@@ -6,9 +6,12 @@ its environment (names from ``wasp.contract``; secrets only by reference,
 never a value), and the spec hash that tells a pod built for an older spec.
 It never talks to the API server: ``reconcile.py`` decides, ``kube.py`` acts.
 
-The hash covers what the session asks for (its ``Session`` fields, the image
-and the Redis Secret), not the operator's own code or version: upgrading the
-operator restarts no tenant; a changed spec or session image does.
+The hash covers what the session asks for (its ``Session`` fields, its own
+image override and the Redis Secret), not the operator's own code, version or
+default session image: upgrading the operator (whose chart moves the default
+image with it) restarts no tenant. A pod created later (a spec change, a lost
+pod) gets the new default image; a changed spec or ``podTemplate.image``
+replaces the pod at once.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def spec_hash(session: Session, config: OperatorConfig) -> str:
         for key, value in dataclasses.asdict(session).items()
         if key not in IDENTITY_FIELDS
     }
-    inputs["image"] = image_of(session, config)
+    inputs["image"] = session.image  # the override only: the default moves with upgrades
     inputs["redis_secret"] = dataclasses.asdict(redis_secret_of(session, config))
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_LENGTH]

@@ -165,6 +165,11 @@ def simulator_absent_key(tenant: str) -> str:
     return f"wasp:{tenant}:sim:absent"
 
 
+def simulator_receipts_key(tenant: str) -> str:
+    """Sorted set of the simulator's pending receipts (JSON), scored by due time (epoch s)."""
+    return f"wasp:{tenant}:sim:receipts"
+
+
 # Fields of the status hash (``status_key``). The events channel carries the
 # whole hash as one JSON object after every change, so a reader needs only the
 # latest message (or the hash itself) to know the session's state.

@@ -49,6 +49,15 @@ def test_pairing_phone_is_kept_as_digits() -> None:
         ({contract.ENV_DATA_DIR: "relative/dir"}, contract.ENV_DATA_DIR),
         ({contract.ENV_DEFAULT_REGION: "Germany"}, contract.ENV_DEFAULT_REGION),
         ({contract.ENV_TTL_SECONDS: "-5"}, contract.ENV_TTL_SECONDS),
+        ({contract.ENV_MESSAGE_TEMPLATE: "no code"}, contract.ENV_MESSAGE_TEMPLATE),
+        (
+            {contract.ENV_MESSAGE_TEMPLATE: "{code.__init__.__globals__}"},
+            contract.ENV_MESSAGE_TEMPLATE,
+        ),
+        ({contract.ENV_MESSAGE_TEMPLATE: "{code[0]}"}, contract.ENV_MESSAGE_TEMPLATE),
+        ({contract.ENV_MESSAGE_TEMPLATE: "{code:>9}"}, contract.ENV_MESSAGE_TEMPLATE),
+        ({contract.ENV_MESSAGE_TEMPLATE: "{code}{secret}"}, contract.ENV_MESSAGE_TEMPLATE),
+        ({contract.ENV_MESSAGE_TEMPLATE: "{code}{\n}"}, contract.ENV_MESSAGE_TEMPLATE),
         (
             {contract.ENV_RECONNECT_BASE_SECONDS: "10", contract.ENV_RECONNECT_MAX_SECONDS: "1"},
             contract.ENV_RECONNECT_MAX_SECONDS,
@@ -61,3 +70,9 @@ def test_a_bad_value_names_its_variable(override: dict[str, str], variable: str)
     assert caught.value.variable == variable
     assert str(caught.value).startswith(f"{variable}: ")
     assert "\n" not in str(caught.value)
+
+
+def test_a_template_with_only_code_minutes_and_literal_braces_is_kept() -> None:
+    template = "{{wasp}} Your code is {code}, valid {minutes} min."
+    config = load_config({**MINIMAL, contract.ENV_MESSAGE_TEMPLATE: template})
+    assert config.delivery.message_template == template

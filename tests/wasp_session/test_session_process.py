@@ -122,6 +122,19 @@ BAD_CONFIGS = [
     ({contract.ENV_HEALTH_PORT: "70000"}, contract.ENV_HEALTH_PORT, "TCP port"),
     ({contract.ENV_SIMULATOR_QR_SECONDS: "60,x"}, contract.ENV_SIMULATOR_QR_SECONDS, "seconds"),
     ({contract.ENV_MESSAGE_TEMPLATE: "no code"}, contract.ENV_MESSAGE_TEMPLATE, "{code}"),
+    (
+        {contract.ENV_MESSAGE_TEMPLATE: "{code.__class__}"},
+        contract.ENV_MESSAGE_TEMPLATE,
+        "not {code.__class__}",
+    ),
+    ({contract.ENV_MESSAGE_TEMPLATE: "Code {0} {code}"}, contract.ENV_MESSAGE_TEMPLATE, "not {0}"),
+    (
+        {contract.ENV_MESSAGE_TEMPLATE: "{code} {minutes!r}"},
+        contract.ENV_MESSAGE_TEMPLATE,
+        "not {minutes!r}",
+    ),
+    ({contract.ENV_MESSAGE_TEMPLATE: "Code {code"}, contract.ENV_MESSAGE_TEMPLATE, "expected '}'"),
+    ({contract.ENV_MESSAGE_TEMPLATE: "Code } {code}"}, contract.ENV_MESSAGE_TEMPLATE, "Single '}'"),
     ({contract.ENV_LOG_FORMAT: "xml"}, contract.ENV_LOG_FORMAT, "one of"),
 ]
 

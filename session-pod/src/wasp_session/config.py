@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from wasp import contract
+from wasp.errors import InvalidTemplateError
+from wasp.templates import validate_template
 from wasp_session.delivery.context import DeliverySettings
 from wasp_session.errors import ConfigError
 
@@ -163,8 +165,11 @@ def _delivery(env: Mapping[str, str]) -> DeliverySettings:
             contract.ENV_DEFAULT_REGION, f"must be a two-letter region code, got {region!r}"
         )
     template = env.get(contract.ENV_MESSAGE_TEMPLATE) or defaults.message_template
-    if "{code}" not in template:
-        raise ConfigError(contract.ENV_MESSAGE_TEMPLATE, "must contain {code}")
+    try:
+        validate_template(template)
+    except InvalidTemplateError as error:
+        one_line = "\\n".join(str(error).splitlines())  # a field name may hold a newline
+        raise ConfigError(contract.ENV_MESSAGE_TEMPLATE, one_line) from None
     return DeliverySettings(
         default_region=region,
         message_template=template,

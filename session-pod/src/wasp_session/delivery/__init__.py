@@ -19,9 +19,7 @@ import structlog
 from rq import Queue
 
 from wasp import contract
-from wasp.errors import InvalidTemplateError
 from wasp.messages import MessageStore
-from wasp.templates import validate_template
 from wasp_session.delivery import runtime
 from wasp_session.delivery.context import DeliveryContext, DeliverySettings
 from wasp_session.delivery.sender import OtpSender
@@ -46,15 +44,6 @@ def publish_settings(client: redis.Redis, context: DeliveryContext) -> None:
     )
 
 
-def template_problem(template: str) -> str | None:
-    """Why the tenant's template cannot be used, or None if it can."""
-    try:
-        validate_template(template)
-    except InvalidTemplateError as error:
-        return str(error)
-    return None
-
-
 def run_delivery(context: DeliveryContext, stop: threading.Event) -> None:
     """Serve the tenant's queue until ``stop`` is set. Never forks."""
     client = redis.Redis.from_url(context.redis_url)
@@ -74,9 +63,6 @@ def run_delivery(context: DeliveryContext, stop: threading.Event) -> None:
         status = store.get(message_id)
         return status is not None and status.state not in ("queued", "sending")
 
-    problem = template_problem(context.settings.message_template)
-    if problem:  # every job would fail invalid_job: say so once, loudly
-        log.error("delivery_template_invalid", tenant=context.tenant, error=problem)
     publish_settings(client, context)
     runtime.bind(sender)
     scheduler.start()

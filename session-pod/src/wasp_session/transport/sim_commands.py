@@ -32,7 +32,8 @@ command                 effect
 Numbers in the set ``contract.simulator_absent_key`` are "not on WhatsApp".
 Every sent message is appended to ``contract.simulator_outbox_key`` as JSON
 ``{"to": "+4915…", "text": …, "whatsapp_id": …, "at": <epoch seconds>}``;
-"delivered" and then "read" receipts follow after the configured delay.
+"delivered" and then "read" receipts follow after the configured delay, kept
+until played in ``contract.simulator_receipts_key``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@ codes valid 60 s then 20 s each (configurable), pairing when told to, receipts
 "delivered" then "read" after a delay, and every fault on command. The
 vocabulary is documented in ``sim_commands`` and ``docs/simulator.md``.
 
+The simulator stands in for WhatsApp's servers, and those keep a device's
+pending receipts until it is online: so do we, in Redis
+(``contract.simulator_receipts_key``, scored by due time), written in one
+transaction with the outbox entry. A killed process therefore loses no
+receipt; whichever simulator of the tenant is connected plays the due ones,
+each claimed by ``ZREM`` before it is emitted, so no two processes play one.
+
 The simulated device lives in ``simulator.db`` in the data dir (see
 ``sim_device``), checkpointed and restored by the auth store exactly like
 whatsmeow's database. Connection work runs on a thread of its own; sends run
@@ -57,6 +64,7 @@ from wasp_session.transport.sim_device import Device, DeviceFile
 
 DATABASE_NAME = "simulator.db"
 _POLL_SECONDS = 0.1
+_RECEIPT_BATCH = 100  # receipts claimed a round (10 rounds a second): at most this many in flight
 log = structlog.stdlib.get_logger("wasp_session.simulator")
 
 
@@ -149,13 +157,17 @@ class SimulatorTransport:
         whatsapp_id = "SIM" + secrets.token_hex(8).upper()
         now = time.time()
         record = {"to": f"+{phone_digits}", "text": text, "whatsapp_id": whatsapp_id, "at": now}
-        self._redis.rpush(contract.simulator_outbox_key(self._tenant), json.dumps(record))
         delay = self._settings.receipt_delay
+        pending = {
+            _receipt_member(whatsapp_id, "delivered"): now + delay,
+            _receipt_member(whatsapp_id, "read"): now + 2 * delay,
+        }
+        pipe = self._redis.pipeline(transaction=True)  # the outbox and its receipts, or neither
+        pipe.rpush(contract.simulator_outbox_key(self._tenant), json.dumps(record))
+        pipe.zadd(contract.simulator_receipts_key(self._tenant), pending)
+        pipe.execute()
         with self._lock:
             self._contacted.add(phone_digits)
-            due = time.monotonic() + delay
-            self._schedule(due, ReceiptReceived((whatsapp_id,), "delivered", now + delay))
-            self._schedule(due + delay, ReceiptReceived((whatsapp_id,), "read", now + 2 * delay))
         return SentMessage(whatsapp_id=whatsapp_id, timestamp=now)
 
     def check_number(self, phone_digits: str) -> bool:
@@ -171,7 +183,7 @@ class SimulatorTransport:
         self._logged_out("logged out by this device")
 
     def stop(self) -> None:
-        """End the simulated connection. Idempotent."""
+        """End the simulated connection; receipts not yet read go back to Redis. Idempotent."""
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -181,7 +193,8 @@ class SimulatorTransport:
             self._connected = False
             self._window_codes = []
             self._window_deadline = None
-            self._timers = [t for t in self._timers if isinstance(t[2], ReceiptReceived)]
+            self._timers = []
+        self._return_unread_receipts()
 
     # ------------------------------------------------------------ the thread
     def _run(self, stop: threading.Event) -> None:
@@ -196,6 +209,7 @@ class SimulatorTransport:
             self._fire_timers()
             self._tick_window()
             try:
+                self._play_receipts(stop)
                 popped = self._redis.blpop(
                     [contract.simulator_commands_key(self._tenant)], timeout=_POLL_SECONDS
                 )
@@ -205,6 +219,67 @@ class SimulatorTransport:
                 continue
             if popped is not None and not stop.is_set():
                 self._play_raw(str(popped[1]))
+
+    def _play_receipts(self, stop: threading.Event) -> None:
+        """Emit the tenant's due receipts while connected, each claimed (ZREM) first.
+
+        Claims only when the session has read every event already emitted, and
+        at most one receipt per message a round: a receipt claimed but not yet
+        handled dies with the process, and this keeps that to a moment.
+        """
+        with self._lock:
+            if not self._connected:
+                return  # WhatsApp keeps them until the device is back
+        if stop.is_set() or not self._events.empty():
+            return
+        key = contract.simulator_receipts_key(self._tenant)
+        due: list[tuple[str, float]] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            key, "-inf", time.time(), start=0, num=_RECEIPT_BATCH, withscores=True
+        )
+        batch: dict[str, tuple[str, str, float]] = {}  # whatsapp id -> member, kind, due
+        for member, score in due:
+            parsed = _parse_receipt(str(member))
+            if parsed is None:
+                log.warning("simulator_receipt_malformed", receipt=str(member))
+                self._redis.zrem(key, member)
+            elif parsed[0] not in batch:  # its later receipt waits for the next round
+                batch[parsed[0]] = (str(member), parsed[1], float(score))
+        if not batch:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for member, _kind, _at in batch.values():
+            pipe.zrem(key, member)
+        claimed = pipe.execute()
+        for (whatsapp_id, (_member, kind, at)), removed in zip(batch.items(), claimed, strict=True):
+            if removed == 1:  # else another process of the tenant played it
+                self._emit(ReceiptReceived((whatsapp_id,), kind, at))
+
+    def _return_unread_receipts(self) -> None:
+        """Put receipts emitted but not yet taken from ``events`` back in Redis, due as before.
+
+        A stopped connection (SIGTERM, a lost lease, a new pairing window) then
+        loses none: whichever simulator of the tenant connects next plays them.
+        """
+        kept: list[TransportEvent] = []
+        unread: dict[str, float] = {}
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(event, ReceiptReceived):
+                for whatsapp_id in event.whatsapp_ids:
+                    unread[_receipt_member(whatsapp_id, event.kind)] = event.timestamp
+            else:
+                kept.append(event)
+        for event in kept:  # the rest stays for the session to read, in order
+            self._events.put(event)
+        if not unread:
+            return
+        try:
+            self._redis.zadd(contract.simulator_receipts_key(self._tenant), unread)
+        except redis.RedisError as error:
+            log.warning("simulator_receipts_lost", error=str(error), receipts=len(unread))
 
     def _drain_commands(self) -> None:
         key = contract.simulator_commands_key(self._tenant)
@@ -346,3 +421,22 @@ class SimulatorTransport:
 
 def _names(device: Device | None) -> tuple[str, str]:
     return ("", "") if device is None else (device.jid, device.push_name)
+
+
+def _receipt_member(whatsapp_id: str, kind: str) -> str:
+    """A pending receipt as a member of the receipts sorted set (sorts "delivered" first)."""
+    return json.dumps({"kind": kind, "whatsapp_id": whatsapp_id}, sort_keys=True)
+
+
+def _parse_receipt(member: str) -> tuple[str, str] | None:
+    """The WhatsApp id and kind of a pending receipt, or None if it is not one."""
+    try:
+        receipt = json.loads(member)
+    except ValueError:
+        return None
+    if not isinstance(receipt, dict):
+        return None
+    whatsapp_id, kind = receipt.get("whatsapp_id"), receipt.get("kind")
+    if not isinstance(whatsapp_id, str) or kind not in ("delivered", "read"):
+        return None
+    return whatsapp_id, kind

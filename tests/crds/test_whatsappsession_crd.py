@@ -90,6 +90,16 @@ def apply(plane: ControlPlane, namespace: str, manifest: str) -> tuple[int, str]
             id="template-without-code",
         ),
         pytest.param(
+            {"delivery": {"messageTemplate": "Your code is {code.__class__}"}},
+            ["spec.delivery.messageTemplate may use only {code} and {minutes}"],
+            id="hostile-template",
+        ),
+        pytest.param(
+            {"delivery": {"messageTemplate": "Code {code}, valid {minutes!r} min {"}},
+            ["spec.delivery.messageTemplate may use only {code} and {minutes}"],
+            id="malformed-template",
+        ),
+        pytest.param(
             {"tenantId": "Acme_Corp"},
             ["spec.tenantId", "should match"],
             id="tenant-not-dns-label",

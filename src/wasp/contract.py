@@ -332,3 +332,22 @@ TEMPLATE_FIELDS: Final = ("code", "minutes")
 def early_receipt_key(tenant: str, whatsapp_message_id: str) -> str:
     """String holding a receipt ("delivered"/"read") that came before its send was recorded."""
     return f"wasp:{tenant}:early:{whatsapp_message_id}"
+
+
+def keys_deleted_with_session(tenant: str) -> tuple[str, ...]:
+    """What deleting a WhatsAppSession removes from Redis: its account and its sandbox.
+
+    Message hashes stay until they expire (``MESSAGE_RETENTION_SECONDS``), so an
+    API can still read how its last OTPs ended; the lease's fencing counter
+    stays too, so a later session of the same tenant never reuses a token.
+    """
+    return (
+        auth_key(tenant),
+        lease_key(tenant),
+        status_key(tenant),
+        control_key(tenant),
+        simulator_commands_key(tenant),
+        simulator_outbox_key(tenant),
+        simulator_absent_key(tenant),
+        simulator_receipts_key(tenant),
+    )

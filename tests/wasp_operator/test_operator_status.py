@@ -211,6 +211,7 @@ def test_deleting_a_session_stops_its_pod_and_forgets_the_tenant(
     eventually(lambda: POD in idle_kubelet.running(), "the pod runs", log=wasp_operator.log)
     redis_client.set(contract.auth_key("acme"), "encrypted-store")
     redis_client.set(contract.lease_key("acme"), "token")
+    redis_client.rpush(contract.simulator_outbox_key("acme"), '{"to": "+4915112345678"}')
     report(redis_client, "acme", CONNECTED)
     redis_client.set(contract.auth_key("bystander"), "another tenant's store")
 
@@ -225,6 +226,7 @@ def test_deleting_a_session_stops_its_pod_and_forgets_the_tenant(
     assert POD not in idle_kubelet.running()
     assert redis_client.exists(contract.auth_key("acme"), contract.lease_key("acme")) == 0
     assert redis_client.exists(contract.status_key("acme")) == 0
+    assert redis_client.exists(contract.simulator_outbox_key("acme")) == 0
     assert redis_client.get(contract.auth_key("bystander")) == "another tenant's store"
 
 

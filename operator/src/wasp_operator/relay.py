@@ -100,14 +100,10 @@ class StatusRelay:
         return {str(k): str(v) for k, v in raw.items()}
 
     async def forget_tenant(self, url: str, tenant: str) -> None:
-        """Delete the tenant's auth state, lease and status: the account is unlinked here."""
+        """Delete the tenant's auth state, lease, status and sandbox: the account is unlinked."""
         async with self._borrowed(url) as client:
             try:
-                await client.delete(
-                    contract.auth_key(tenant),
-                    contract.lease_key(tenant),
-                    contract.status_key(tenant),
-                )
+                await client.delete(*contract.keys_deleted_with_session(tenant))
             except (RedisError, OSError) as error:
                 msg = f"cannot delete the auth state of tenant {tenant}: {error}"
                 raise RedisUnavailableError(msg) from error

@@ -38,6 +38,7 @@ from neonize.events import (
     StreamReplacedEv,
     TemporaryBanEv,
 )
+from neonize.proto.Neonize_pb2 import ConnectFailureReason, PairStatus, Receipt
 from neonize.utils.enum import ClientName
 from neonize.utils.jid import build_jid
 
@@ -73,9 +74,13 @@ _FIRST_QR_SECONDS = 60.0
 _NEXT_QR_SECONDS = 20.0
 _WINDOW_SECONDS = 160.0
 _QR_SILENCE_SECONDS = 25.0
-_RECEIPT_KINDS = {1: "delivered", 4: "read", 6: "read"}  # DELIVERED, READ, PLAYED
-_CLIENT_OUTDATED = 6  # ConnectFailureReason.CLIENT_OUTDATED
-_PAIR_SUCCESS = 2  # PairStatus.PStatus.SUCCESS
+_RECEIPT_KINDS = {
+    int(Receipt.ReceiptType.DELIVERED): "delivered",
+    int(Receipt.ReceiptType.READ): "read",
+    int(Receipt.ReceiptType.PLAYED): "read",  # a played voice note was read
+}
+_CLIENT_OUTDATED = int(ConnectFailureReason.CLIENT_OUTDATED)
+_PAIR_SUCCESS = int(PairStatus.PStatus.SUCCESS)
 log = structlog.stdlib.get_logger("wasp_session.neonize")
 
 

@@ -7,6 +7,7 @@ operator's environment is read back with the operator's own config parser.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from wasp_operator.config import config_from_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+CHART = ROOT / "charts" / "wasp"
 
+Helm = Callable[..., subprocess.CompletedProcess[str]]
 Render = Callable[..., list[dict[str, Any]]]
 
 
@@ -86,6 +89,23 @@ def test_operator_is_probed_at_kopf_liveness_endpoint(render: Render) -> None:
     assert environment(objects)[contract.ENV_OPERATOR_LIVENESS] == (
         f"http://0.0.0.0:9090{probe['path']}"
     )
+
+
+def test_operator_serves_prometheus_metrics_unless_turned_off(render: Render, helm: Helm) -> None:
+    objects = render()
+    ports = {port["name"]: port["containerPort"] for port in operator_container(objects)["ports"]}
+    assert ports["metrics"] == 9090
+    assert config_from_env(environment(objects)).metrics_port == 9090
+
+    privileged = helm(
+        "template", "wasp", str(CHART), "--set", "operator.metricsPort=80", check=False
+    )
+    assert privileged.returncode != 0
+    assert "operator.metricsPort must be 0 (off) or 1024-65535" in privileged.stderr
+
+    off = render("operator.metricsPort=0")
+    assert "metrics" not in {port["name"] for port in operator_container(off)["ports"]}
+    assert config_from_env(environment(off)).metrics_port is None
 
 
 def test_operator_image_defaults_to_package_version_and_serves_sessions_too(

@@ -158,7 +158,7 @@ class WaspClient:
             message_id, phone=e164, created_at=now, expires_at=now + timedelta(seconds=ttl_seconds)
         )
         current = self._messages.get(message_id)
-        if current is not None and current.state not in ("queued", "sending"):
+        if current is not None and not current.is_pending:
             self._log.info("otp_already_handled", message_id=message_id, state=current.state)
             return message_id
         kwargs: dict[str, Any] = {

@@ -122,6 +122,11 @@ class MessageStatus:
         """Whether nothing more is expected of it (``delivered``, ``read`` or ``failed``)."""
         return self.state in contract.FINAL_MESSAGE_STATES
 
+    @property
+    def is_pending(self) -> bool:
+        """Whether it still waits to be sent (``queued``, or ``sending`` cut short by a crash)."""
+        return self.state in ("queued", "sending")
+
 
 def parse_message(message_id: str, fields: Mapping[str, str]) -> MessageStatus:
     """A ``MessageStatus`` from a message hash (already decoded to ``str``)."""

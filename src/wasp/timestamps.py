@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["format_timestamp", "parse_timestamp", "utc_now"]
+__all__ = ["as_utc", "format_seconds", "format_timestamp", "parse_timestamp", "utc_now"]
 
 
 def utc_now() -> datetime:
@@ -16,16 +16,23 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def format_timestamp(moment: datetime) -> str:
-    """``moment`` as RFC 3339 UTC with microseconds and a ``Z``; naive times are taken as UTC."""
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` as aware UTC; a naive time (as RQ keeps them) is taken as UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """``moment`` as RFC 3339 UTC with microseconds and a ``Z``; naive times are taken as UTC."""
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_seconds(moment: datetime) -> str:
+    """``moment`` as RFC 3339 UTC to the second, as Kubernetes writes its times."""
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_timestamp(text: str) -> datetime:
     """Parse what ``format_timestamp`` (or any ISO 8601 writer) wrote, as aware UTC."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return as_utc(datetime.fromisoformat(text))

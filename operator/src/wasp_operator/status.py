@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasp import contract
+from wasp.timestamps import parse_timestamp
 
 PAIRING_PHASES = frozenset({"AwaitingPairing"})
 UNPAIRED_PHASES = frozenset({"AwaitingPairing", "LoggedOut", "PairingExpired"})
@@ -65,7 +66,7 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
 
 def _instant(text: str | None) -> dt.datetime | None:
     try:
-        return dt.datetime.fromisoformat(text) if text else None
+        return parse_timestamp(text) if text else None
     except ValueError:
         return None
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from wasp import contract
+from wasp.timestamps import format_seconds, utc_now
 from wasp_operator import metrics, pods, reconcile, status
 from wasp_operator.config import OperatorConfig
 from wasp_operator.errors import OperatorError, RedisUnavailableError, SecretMissingError
@@ -32,11 +32,6 @@ from wasp_operator.sessions import Session, session_from_body
 SessionKey = tuple[str, str]  # (namespace, name)
 LOOP_END_TIMEOUT = 15.0  # a cycle in flight finishes well within this
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # body, type, reason, message
-
-
-def now_rfc3339() -> str:
-    """The current UTC time, RFC 3339, to the second."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -189,7 +184,7 @@ class Supervisor:
             pod_name=pod.name if pod is not None else None,
             effective=effective,
             previous=current,
-            now=now_rfc3339(),
+            now=format_seconds(utc_now()),
         )
         patch = status.status_patch(current, desired)
         phase = desired["phase"]

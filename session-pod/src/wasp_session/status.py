@@ -16,7 +16,8 @@ from typing import Any, cast
 
 import redis
 
-from wasp import contract
+from wasp import contract, timestamps
+from wasp.timestamps import format_seconds
 
 PAIRING_FIELDS = (
     contract.STATUS_QR,
@@ -26,13 +27,13 @@ PAIRING_FIELDS = (
 
 
 def utc_now() -> str:
-    """Now as RFC 3339 UTC, second precision."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Now as RFC 3339 UTC, second precision (the status hash's times)."""
+    return format_seconds(timestamps.utc_now())
 
 
 def rfc3339(epoch_seconds: float) -> str:
-    """An epoch time as RFC 3339 UTC."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """An epoch time as RFC 3339 UTC, second precision."""
+    return format_seconds(datetime.fromtimestamp(epoch_seconds, UTC))
 
 
 class StatusBoard:

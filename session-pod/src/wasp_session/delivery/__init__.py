@@ -61,7 +61,7 @@ def run_delivery(context: DeliveryContext, stop: threading.Event) -> None:
 
     def is_message_done(message_id: str) -> bool:
         status = store.get(message_id)
-        return status is not None and status.state not in ("queued", "sending")
+        return status is not None and not status.is_pending
 
     publish_settings(client, context)
     runtime.bind(sender)

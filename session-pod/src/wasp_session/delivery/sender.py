@@ -36,7 +36,7 @@ from wasp.errors import InvalidCodeError, InvalidNumberError, InvalidTemplateErr
 from wasp.messages import FailureReason, MessageStore, decode_reply
 from wasp.phones import e164_digits, normalize_phone
 from wasp.templates import render_message
-from wasp.timestamps import format_timestamp, utc_now
+from wasp.timestamps import as_utc, format_timestamp, utc_now
 from wasp_session.delivery import metrics
 from wasp_session.delivery.arguments import InvalidJobError, OtpRequest, parse_arguments
 from wasp_session.delivery.context import DeliveryContext
@@ -78,10 +78,6 @@ def _send_failure(error: SendError) -> Exception:
     return _Failed(reason="send_error", error=str(error))
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=utc_now().tzinfo)
-
-
 class OtpSender:
     """Runs OTP jobs for one tenant with its transport, gate, settings and Redis."""
 
@@ -106,7 +102,7 @@ class OtpSender:
         """Run one OTP job; return ``Retry`` for RQ to run it again after a backoff."""
         message_id = job.id
         job_log = self._log.bind(message_id=message_id)
-        created_at = _aware(job.created_at)
+        created_at = as_utc(job.created_at)
         try:
             request = parse_arguments(args, kwargs, job.id)
         except InvalidJobError as error:
@@ -139,7 +135,7 @@ class OtpSender:
         status = self._store.create_and_read(
             message_id, phone=None, created_at=created_at, expires_at=expires_at
         )
-        if status.state not in ("queued", "sending"):
+        if not status.is_pending:
             job_log.info("otp_already_handled", state=status.state)
             return None
         if status.created_at is not None:

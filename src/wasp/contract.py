@@ -334,6 +334,110 @@ def early_receipt_key(tenant: str, whatsapp_message_id: str) -> str:
     return f"wasp:{tenant}:early:{whatsapp_message_id}"
 
 
+# --------------------------------------------------------------------------
+# Tenant isolation (issue #8): who owns a tenant, which account it is pinned
+# to, the Redis identities the operator keeps, how RQ's keys carry the tenant.
+# --------------------------------------------------------------------------
+def owner_key(tenant: str) -> str:
+    """String: the uid of the WhatsAppSession that owns the tenant on this Redis (SET NX).
+
+    Set once by the operator; checked by the operator before it touches the
+    tenant and by the session pod at start. Deleted last, with the session.
+    """
+    return f"wasp:{tenant}:owner"
+
+
+def account_key(tenant: str) -> str:
+    """String: the account (phone number digits, no ``+``) the tenant is pinned to.
+
+    Written by the session pod on its first pairing, or at start when the
+    spec names the phone number; a pairing to any other account is refused
+    until this key is deleted on purpose (``wasp pair --new-account``).
+    """
+    return f"wasp:{tenant}:account"
+
+
+# RQ's job ids and worker names carry the tenant, so a Redis ACL can confine
+# RQ's own keys (``rq:job:<id>``, ``rq:results:<id>``, ``rq:worker:<name>``)
+# to one tenant. Tenant ids are DNS-1123 labels (no ``_`` or ``.``), so the
+# prefixes below never overlap between two tenants.
+JOB_ID_SEPARATOR: Final = "_"
+WORKER_NAME_SEPARATOR: Final = "."
+
+
+def job_id(tenant: str, message_id: str) -> str:
+    """The RQ job id of a message: ``<tenant>_<message id>``."""
+    return f"{tenant}{JOB_ID_SEPARATOR}{message_id}"
+
+
+def message_id_of_job(tenant: str, rq_job_id: str) -> str | None:
+    """The message id inside a tenant's job id, or None if the job id is not the tenant's."""
+    prefix = f"{tenant}{JOB_ID_SEPARATOR}"
+    if rq_job_id.startswith(prefix) and len(rq_job_id) > len(prefix):
+        return rq_job_id[len(prefix) :]
+    return None
+
+
+def worker_name(tenant: str, unique: str) -> str:
+    """The RQ worker name of a tenant's session: ``<tenant>.<unique>``."""
+    return f"{tenant}{WORKER_NAME_SEPARATOR}{unique}"
+
+
+# The Redis ACL users the operator makes for each tenant (``wasp.redis_acl``
+# holds their rules). Tenant ids are DNS-1123 labels, so these never collide.
+def session_redis_user(tenant: str) -> str:
+    """The Redis ACL user of a tenant's session pod."""
+    return f"wasp-session-{tenant}"
+
+
+def api_redis_user(tenant: str) -> str:
+    """The Redis ACL user of a tenant's API (enqueue, read messages, status, QR)."""
+    return f"wasp-api-{tenant}"
+
+
+def session_redis_secret_name(session_name: str) -> str:
+    """The Secret with the session pod's Redis URL (its own ACL user), owned by the CR."""
+    return f"{SESSION_POD_PREFIX}{session_name}-redis"
+
+
+def api_redis_secret_name(session_name: str) -> str:
+    """The Secret in the tenant's namespace with its API's Redis URL, owned by the CR."""
+    return f"wasp-api-{session_name}-redis"
+
+
+# Data keys of both Redis credential Secrets.
+REDIS_SECRET_URL_KEY: Final = "url"  # noqa: S105 - a data key; its value: redis://<user>:<pw>@host:port/db
+REDIS_SECRET_USERNAME_KEY: Final = "username"  # noqa: S105 - a data key
+REDIS_SECRET_PASSWORD_KEY: Final = "password"  # noqa: S105 - a data key, no password
+
+# Session pod secrets arrive as files (Secret volumes), never as env values.
+ENV_REDIS_URL_FILE: Final = "WASP_REDIS_URL_FILE"  # file holding the Redis URL
+ENV_AUTH_KEY_FILE: Final = "WASP_AUTH_KEY_FILE"  # file holding the auth key (base64)
+ENV_OWNER_UID: Final = "WASP_OWNER_UID"  # uid of the WhatsAppSession (checked vs owner_key)
+SESSION_SECRETS_DIR: Final = "/etc/wasp"  # secret volumes are mounted below it
+SESSION_REDIS_SECRET_DIR: Final = f"{SESSION_SECRETS_DIR}/redis"  # holds REDIS_SECRET_URL_KEY
+SESSION_AUTH_SECRET_DIR: Final = f"{SESSION_SECRETS_DIR}/auth"  # holds AUTH_SECRET_KEY
+
+# Field of the status hash: the fencing token of the lease held by the pod
+# that wrote it. The operator relays a status only when this token is the
+# lease's current one (``lease_fence_key``), so a pod without the lease can
+# never put a QR code or a phase into any resource's status.
+STATUS_LEASE_TOKEN: Final = "lease_token"  # noqa: S105 - a field name, no secret
+
+# Reasons (status ``reason`` / ``lastError.reason``) of isolation refusals.
+REASON_TENANT_CONFLICT: Final = "TenantConflict"  # another resource owns the tenant
+REASON_ACCOUNT_MISMATCH: Final = "AccountMismatch"  # paired to an account it is not pinned to
+REASON_IMAGE_NOT_ALLOWED: Final = "ImageNotAllowed"  # podTemplate.image not in the allowlist
+
+# The operator's settings for isolation.
+ENV_OPERATOR_SESSION_IMAGES: Final = "WASP_OPERATOR_SESSION_IMAGES"  # allowlist, comma-separated
+ENV_OPERATOR_REDIS_SECRET_NAMESPACE: Final = "WASP_OPERATOR_REDIS_SECRET_NAMESPACE"  # noqa: S105
+
+# Bounds on what a job may be (the worker checks them before running anything).
+MAX_JOB_HASH_BYTES: Final = 16 * 1024  # the whole RQ job hash, all fields together
+MAX_ECHOED_INPUT_CHARS: Final = 64  # an error quoting input quotes at most this much
+
+
 def keys_deleted_with_session(tenant: str) -> tuple[str, ...]:
     """What deleting a WhatsAppSession removes from Redis: its account and its sandbox.
 
@@ -350,4 +454,6 @@ def keys_deleted_with_session(tenant: str) -> tuple[str, ...]:
         simulator_outbox_key(tenant),
         simulator_absent_key(tenant),
         simulator_receipts_key(tenant),
+        account_key(tenant),
+        owner_key(tenant),  # last: until it goes, no other resource can take the tenant
     )

@@ -432,6 +432,7 @@ REASON_IMAGE_NOT_ALLOWED: Final = "ImageNotAllowed"  # podTemplate.image not in 
 # The operator's settings for isolation.
 ENV_OPERATOR_SESSION_IMAGES: Final = "WASP_OPERATOR_SESSION_IMAGES"  # allowlist, comma-separated
 ENV_OPERATOR_REDIS_SECRET_NAMESPACE: Final = "WASP_OPERATOR_REDIS_SECRET_NAMESPACE"  # noqa: S105
+ENV_OPERATOR_RESYNC_SECONDS: Final = "WASP_OPERATOR_RESYNC_SECONDS"  # default 30
 
 # Bounds on what a job may be (the worker checks them before running anything).
 MAX_JOB_HASH_BYTES: Final = 16 * 1024  # the whole RQ job hash, all fields together

@@ -1,4 +1,12 @@
-"""A real ``redis-server`` on a free port in a temporary directory."""
+"""A real ``redis-server`` on a free port in a temporary directory.
+
+Optionally locked like a production Redis (``password=``): the ``default``
+user then needs that password, so the only ways in are the admin URL
+(``url``) and the ACL users the operator makes. ``restart()`` stops the server
+and starts it again on the same port with the data it had (an RDB snapshot
+taken just before), but, as after any real restart or failover to a replica
+without an ACL file, with none of the ACL users made at runtime.
+"""
 
 from __future__ import annotations
 
@@ -13,35 +21,46 @@ from harness.processes import ManagedProcess, free_port, wait_until
 class RedisServer:
     """One private redis-server: its own port, its own directory, no persistence."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None) -> None:
         """Start the server and wait until it answers PING."""
         binary = shutil.which("redis-server")
         if binary is None:
             msg = "redis-server is not installed: run `make deps` (Debian package redis-server)"
             raise RuntimeError(msg)
+        self._binary = binary
+        self._directory = directory
+        self.password = password
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        userinfo = f":{password}@" if password else ""
+        self.url = f"redis://{userinfo}127.0.0.1:{self.port}/0"
         directory.mkdir(parents=True, exist_ok=True)
-        self.process = ManagedProcess(
-            "redis-server",
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ],
-            directory / "redis.log",
+        self._starts = 0
+        self.process = self._start()
+
+    def _start(self) -> ManagedProcess:
+        self._starts += 1
+        args = [
+            self._binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self._directory),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        process = ManagedProcess(
+            "redis-server", args, self._directory / f"redis-{self._starts}.log"
         )
-        wait_until(self._answers, "PING", self.process, timeout=10)
+        wait_until(self._answers, "PING", process, timeout=10)
+        return process
 
     def _answers(self) -> bool:
         try:
@@ -51,8 +70,15 @@ class RedisServer:
             return False
 
     def client(self) -> redis.Redis:
-        """A new client that decodes responses to ``str``."""
+        """A new admin client that decodes responses to ``str``."""
         return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port: same data, no runtime ACL users."""
+        with redis.Redis.from_url(self.url) as client:
+            client.save()
+        self.process.stop()
+        self.process = self._start()
 
     def stop(self) -> None:
         """Stop the server."""

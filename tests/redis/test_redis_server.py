@@ -63,3 +63,37 @@ def test_each_test_gets_its_own_empty_server(redis_server: RedisServer, tmp_path
     finally:
         other.stop()
     assert not other.process.alive()
+
+
+def test_a_locked_server_refuses_the_default_user_without_its_password(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "locked", password="s3cret")
+    try:
+        anonymous = redis.Redis(port=server.port)
+        try:
+            anonymous.ping()
+        except redis.AuthenticationError:
+            refused = True
+        else:
+            refused = False
+        finally:
+            anonymous.close()
+        assert refused
+        with server.client() as admin:
+            assert admin.ping()
+    finally:
+        server.stop()
+
+
+def test_a_restart_keeps_the_data_and_drops_runtime_acl_users(redis_server: RedisServer) -> None:
+    with redis_server.client() as admin:
+        admin.set("wasp:acme:auth", "blob")
+        admin.execute_command("ACL", "SETUSER", "wasp-api-acme", "on", ">pw", "~wasp:acme:*")
+        assert "wasp-api-acme" in admin.acl_users()
+    port = redis_server.port
+
+    redis_server.restart()
+
+    assert redis_server.port == port
+    with redis_server.client() as admin:
+        assert admin.get("wasp:acme:auth") == "blob"
+        assert "wasp-api-acme" not in admin.acl_users()

@@ -1,13 +1,21 @@
-"""OTP delivery throughput and latency, against bare RQ in the same run.
+"""OTP delivery throughput and latency, against bare RQ and with tenant ACLs, in one run.
 
-Starts a private redis-server and a real ``wasp-session`` process with the
+Starts private redis-servers and real ``wasp-session`` processes with the
 simulator transport (the harness under ``tests/``), then measures:
 
 1. bare RQ: ``SimpleWorker`` running no-op jobs (``os.getpid``), jobs/s;
-2. wasp: OTP jobs through the session's worker into the simulator's outbox,
-   jobs/s (first to last outbox timestamp), and the ratio to bare RQ;
+2. wasp: OTP jobs (JSON, job ids ``<tenant>_<message id>``) through the
+   session's worker into the simulator's outbox, jobs/s (first to last outbox
+   timestamp), and the ratio to bare RQ;
 3. latency: OTPs enqueued at a fixed rate, p50/p99 from the job's creation
-   to WhatsApp's acknowledgement (the message's ``sent_at``).
+   to WhatsApp's acknowledgement (the message's ``sent_at``);
+
+and 2 and 3 twice, each time on a fresh redis-server: once with everyone
+on the admin connection ("no ACLs"), once as in a cluster ("ACLs"): the
+server has a password, and the session pod and the API use the tenant's own
+Redis users made with ``wasp.redis_acl`` (``ACL SETUSER`` from the admin
+connection, as the operator does). The ratio ACLs / no ACLs is what
+isolation costs. ``--rounds`` repeats both, alternating.
 
 Run: ``.venv/bin/python bench/delivery_throughput.py [--jobs 3000] [--rate 20]``.
 """
@@ -16,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -29,35 +39,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from harness.redis_server import RedisServer
 from harness.session_process import SessionProcess, session_env
-from wasp import contract
+from wasp import contract, queueing, redis_acl
 from wasp.timestamps import parse_timestamp
 
 TENANT = "bench"
 PHONE = "+4915112345678"
+SESSION_ENV = {
+    contract.ENV_RATE_PER_MINUTE: "10000000",
+    contract.ENV_LOG_FORMAT: "json",
+    contract.ENV_CHECKPOINT_DEBOUNCE_SECONDS: "10",
+}
 
 
-def bare_rq(server: RedisServer, jobs: int) -> float:
+@dataclass(frozen=True)
+class Figures:
+    """One measured configuration."""
+
+    throughput: float  # OTP jobs/s
+    p50: float  # seconds
+    p99: float  # seconds
+    count: int  # OTPs in the latency run
+
+
+def bare_rq(directory: Path, jobs: int) -> float:
     """Jobs per second of RQ's SimpleWorker on no-op jobs."""
-    connection = redis.Redis.from_url(server.url)
-    queue = Queue("bare-rq", connection=connection)
-    with connection.pipeline() as pipe:
-        for _ in range(jobs):
-            queue.enqueue_call("os.getpid", pipeline=pipe)
-        pipe.execute()
-    worker = SimpleWorker([queue], connection=connection)
-    start = time.perf_counter()
-    worker.work(burst=True, logging_level="WARNING")
-    elapsed = time.perf_counter() - start
-    connection.close()
+    server = RedisServer(directory / "redis-bare")
+    try:
+        connection = redis.Redis.from_url(server.url)
+        queue = Queue("bare-rq", connection=connection)
+        with connection.pipeline() as pipe:
+            for _ in range(jobs):
+                queue.enqueue_call("os.getpid", pipeline=pipe)
+            pipe.execute()
+        worker = SimpleWorker([queue], connection=connection)
+        start = time.perf_counter()
+        worker.work(burst=True, logging_level="WARNING")
+        elapsed = time.perf_counter() - start
+        connection.close()
+    finally:
+        server.stop()
     return jobs / elapsed
 
 
-def enqueue(queue: Queue, message_id: str, code: str) -> None:
+def enqueue(queue: Queue, message_id: str, code: str, pipe: redis.client.Pipeline | None) -> None:
     """One OTP job, as an API enqueues it with plain RQ."""
     queue.enqueue_call(
         contract.OTP_JOB_FUNCTION,
         kwargs={"phone": PHONE, "code": code, "message_id": message_id, "ttl_seconds": 3600},
-        job_id=message_id,
+        job_id=contract.job_id(TENANT, message_id),
+        pipeline=pipe,
+        **queueing.job_lifetimes(3600),
     )
 
 
@@ -75,20 +106,10 @@ def wait_outbox(connection: redis.Redis, count: int, timeout: float) -> list[dic
 
 def otp_throughput(connection: redis.Redis, jobs: int) -> float:
     """OTP jobs per second through the session's worker (outbox timestamps)."""
-    queue = Queue(contract.delivery_queue(TENANT), connection=connection)
+    queue = queueing.otp_queue(connection, TENANT)
     with connection.pipeline() as pipe:
         for i in range(jobs):
-            queue.enqueue_call(
-                contract.OTP_JOB_FUNCTION,
-                kwargs={
-                    "phone": PHONE,
-                    "code": f"{i:06d}",
-                    "message_id": f"tp-{i}",
-                    "ttl_seconds": 3600,
-                },
-                job_id=f"tp-{i}",
-                pipeline=pipe,
-            )
+            enqueue(queue, f"tp-{i}", f"{i:06d}", pipe)
         pipe.execute()
     sent = wait_outbox(connection, jobs, timeout=600)
     times = sorted(float(str(m["at"])) for m in sent)
@@ -97,14 +118,14 @@ def otp_throughput(connection: redis.Redis, jobs: int) -> float:
 
 def latency(connection: redis.Redis, rate: float, seconds: float) -> tuple[float, float, int]:
     """p50 and p99 (seconds) from a job's creation to sent, enqueued at ``rate`` a second."""
-    connection.delete(contract.simulator_outbox_key(TENANT))
-    queue = Queue(contract.delivery_queue(TENANT), connection=connection)
+    already = connection.llen(contract.simulator_outbox_key(TENANT))
+    queue = queueing.otp_queue(connection, TENANT)
     count = int(rate * seconds)
     start = time.monotonic()
     for i in range(count):
         time.sleep(max(0.0, start + i / rate - time.monotonic()))
-        enqueue(queue, f"lat-{i}", f"{i:06d}")
-    wait_outbox(connection, count, timeout=120)
+        enqueue(queue, f"lat-{i}", f"{i:06d}", None)
+    wait_outbox(connection, already + count, timeout=120)
     delays = []
     for i in range(count):
         key = contract.message_key(TENANT, f"lat-{i}")
@@ -120,45 +141,82 @@ def latency(connection: redis.Redis, rate: float, seconds: float) -> tuple[float
     return quantiles[49], quantiles[98], count
 
 
+def tenant_urls(server: RedisServer) -> tuple[str, str]:
+    """The session's and the API's Redis URLs as the tenant's own ACL users (made here)."""
+    admin = redis.Redis.from_url(server.url)
+    urls = []
+    for user, rules in (
+        (contract.session_redis_user(TENANT), redis_acl.session_user_rules(TENANT)),
+        (contract.api_redis_user(TENANT), redis_acl.api_user_rules(TENANT)),
+    ):
+        password = secrets.token_hex(16)
+        admin.execute_command(  # type: ignore[no-untyped-call]
+            "ACL", "SETUSER", user, *redis_acl.setuser_arguments(rules, password)
+        )
+        urls.append(f"redis://{user}:{password}@127.0.0.1:{server.port}/0")
+    admin.close()
+    return urls[0], urls[1]
+
+
+def measure(directory: Path, args: argparse.Namespace, *, acls: bool) -> Figures:
+    """Throughput and latency through a fresh session on a fresh redis-server."""
+    server = RedisServer(directory / "redis", password=secrets.token_hex(16) if acls else None)
+    try:
+        session_url, api_url = tenant_urls(server) if acls else (server.url, server.url)
+        env = session_env(TENANT, session_url, directory / "pod", **SESSION_ENV)
+        with SessionProcess(env, directory / "pod.log") as pod:
+            pod.wait_for_phase("AwaitingPairing")
+            pod.simulate("scan")
+            pod.wait_for_phase("Connected", timeout=30)
+            api = redis.Redis.from_url(api_url)
+            throughput = otp_throughput(api, args.jobs)
+            p50, p99, count = latency(api, args.rate, args.seconds)
+            api.close()
+    finally:
+        server.stop()
+    return Figures(throughput, p50, p99, count)
+
+
 def main() -> None:
-    """Run the three measurements and print them."""
+    """Run the measurements and print them."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=3000, help="jobs for the throughput runs")
     parser.add_argument("--rate", type=float, default=20.0, help="OTPs a second for latency")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each configuration")
     args = parser.parse_args()
+    runs: dict[bool, list[Figures]] = {False: [], True: []}
     with tempfile.TemporaryDirectory(prefix="wasp-bench-") as tmp:
         directory = Path(tmp)
-        server = RedisServer(directory / "redis")
-        try:
-            baseline = bare_rq(server, args.jobs)
-            env = session_env(
-                TENANT,
-                server.url,
-                directory / "pod",
-                **{
-                    contract.ENV_RATE_PER_MINUTE: "10000000",
-                    contract.ENV_LOG_FORMAT: "json",
-                    contract.ENV_CHECKPOINT_DEBOUNCE_SECONDS: "10",
-                },
-            )
-            with SessionProcess(env, directory / "pod.log") as pod:
-                pod.wait_for_phase("AwaitingPairing")
-                pod.simulate("scan")
-                pod.wait_for_phase("Connected", timeout=30)
-                connection = redis.Redis.from_url(server.url)
-                otp = otp_throughput(connection, args.jobs)
-                p50, p99, count = latency(connection, args.rate, args.seconds)
-                connection.close()
-        finally:
-            server.stop()
-    print(f"bare RQ SimpleWorker, no-op jobs: {baseline:8.1f} jobs/s")
-    print(f"wasp OTP jobs (simulator):        {otp:8.1f} jobs/s")
-    print(f"ratio wasp / bare RQ:             {otp / baseline:8.2f}")
-    print(
-        f"enqueue->sent latency at {args.rate:g}/s ({count} OTPs): "
-        f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
-    )
+        baseline = bare_rq(directory, args.jobs)
+        for round_number in range(args.rounds):
+            order = (False, True) if round_number % 2 == 0 else (True, False)
+            for acls in order:
+                run = directory / f"round-{round_number}-{'acl' if acls else 'open'}"
+                runs[acls].append(measure(run, args, acls=acls))
+
+    def median(acls: bool, field: str) -> float:  # noqa: FBT001 - a local helper, by position
+        return statistics.median(getattr(figures, field) for figures in runs[acls])
+
+    print(f"bare RQ SimpleWorker, no-op jobs:        {baseline:8.1f} jobs/s")
+    for acls, label in ((False, "no ACLs"), (True, "ACLs (tenant users)")):
+        otp = median(acls, "throughput")
+        print(
+            f"wasp OTP jobs, {label + ':':21s}   {otp:8.1f} jobs/s"
+            f"   ratio to bare RQ {otp / baseline:5.2f}"
+        )
+    ratio = median(True, "throughput") / median(False, "throughput")  # noqa: FBT003
+    print(f"ratio ACLs / no ACLs (throughput):       {ratio:8.2f}")
+    count = runs[False][0].count
+    for acls, label in ((False, "no ACLs"), (True, "ACLs")):
+        print(
+            f"enqueue->sent latency at {args.rate:g}/s ({count} OTPs), {label + ':':8s} "
+            f"p50 {median(acls, 'p50') * 1000:6.1f} ms, p99 {median(acls, 'p99') * 1000:6.1f} ms"
+        )
+    if args.rounds > 1:
+        for acls, label in ((False, "no ACLs"), (True, "ACLs")):
+            each = ", ".join(f"{figures.throughput:.1f}" for figures in runs[acls])
+            print(f"throughput of each round, {label}: {each} jobs/s")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import segno
 import structlog
 
 from wasp import __version__, contract
+from wasp.accounts import forget_account, mask_account
 from wasp.client import WaspClient
 from wasp.errors import WaspError
 
@@ -46,6 +47,7 @@ examples:
   wasp status acme 3f2b9c1e0d6a4b5c
   wasp qr acme
   kubectl wasp pair acme
+  wasp pair acme --new-account
 """
 
 
@@ -130,11 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     pair = commands.add_parser(
         "pair",
         parents=[common],
-        help="start pairing again after PairingExpired",
+        help="start pairing again (PairingExpired, Conflict, a refused account)",
         description="Ask the session pod to show a new QR / pairing code after its pairing "
-        "windows ran out (phase PairingExpired). Follow it with `wasp qr SESSION`.",
+        "windows ran out (PairingExpired), after a Conflict, or after it refused an account "
+        "(Failed, AccountMismatch): the pinned account may then scan again. Follow it with "
+        "`wasp qr SESSION`. With --new-account, first remove the session's account pin so "
+        "that another WhatsApp account can be linked; that needs a Redis credential allowed "
+        "to write the pin (the platform's admin or the session's own): the tenant API's "
+        "credential is refused.",
     )
     pair.add_argument("tenant", metavar="SESSION", help="session name / tenant id")
+    pair.add_argument(
+        "--new-account",
+        action="store_true",
+        help="remove the account pin first, so another account can pair (admin or "
+        "session credential only)",
+    )
     return parser
 
 
@@ -227,8 +240,14 @@ def _watch(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _pair(client: WaspClient, _args: argparse.Namespace, out: TextIO) -> int:
-    client.request_pairing()
+def _pair(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
+    if args.new_account:
+        with redis.Redis.from_url(args.redis_url) as connection:
+            removed = forget_account(connection, client.tenant)
+        was = f"pinned to {mask_account(removed)}" if removed else "not pinned"
+        out.write(f"account pin of {client.tenant} removed (it was {was})\n")
+    else:
+        client.request_pairing()
     out.write(f"pairing requested for {client.tenant}: run `wasp qr {client.tenant}` to scan\n")
     return EXIT_OK
 

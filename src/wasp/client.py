@@ -2,9 +2,12 @@
 
 Owns the caller's side of "An OTP's life" (DESIGN.md): normalise and check
 the number, code and template at once, write the message as ``queued`` and
-enqueue the job on the tenant's RQ queue with the message id as job id, so
-enqueueing the same id twice sends once. Also reads message and session
-status, waits for a state, and streams QR codes and events from pub/sub.
+enqueue the job on the tenant's RQ queue as JSON (``wasp.queueing``), with
+job id ``<tenant>_<message id>`` (``contract.job_id``), so enqueueing the
+same id twice sends once, and with RQ lifetimes that follow the OTP's TTL.
+Also reads message and session status, waits for a state, and streams QR
+codes and events from pub/sub. Logs mask phone numbers; errors quote at most
+``contract.MAX_ECHOED_INPUT_CHARS`` characters of what they were given.
 
 It must never import the session pod or the operator, and never moves a
 message beyond ``queued``: only the session's worker does that.
@@ -21,11 +24,10 @@ from typing import Any, Final, Self
 
 import redis
 import structlog
-from rq import Queue
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
-from wasp import contract
+from wasp import contract, queueing
 from wasp.errors import (
     InvalidMessageIdError,
     MessageNotFoundError,
@@ -34,6 +36,7 @@ from wasp.errors import (
 )
 from wasp.messages import MessageState, MessageStatus, MessageStore, decode_change, is_past
 from wasp.phones import normalize_phone
+from wasp.redaction import echo, mask_phone
 from wasp.sessions import (
     PAIRING_PHASES,
     SessionStatus,
@@ -49,8 +52,6 @@ __all__ = ["DEFAULT_TTL_SECONDS", "WaspClient"]
 
 DEFAULT_TTL_SECONDS: Final = 300
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-# How long RQ keeps a finished job (the message hash keeps the story longer).
-_RESULT_TTL_SECONDS: Final = 600
 
 log = structlog.get_logger("wasp.client")
 
@@ -146,11 +147,13 @@ class WaspClient:
         if ttl_seconds is None:
             ttl_seconds = int(settings.get(contract.DELIVERY_TTL_SECONDS) or DEFAULT_TTL_SECONDS)
         if isinstance(ttl_seconds, bool) or ttl_seconds <= 0:
-            msg = f"ttl_seconds must be a positive whole number, not {ttl_seconds!r}"
+            msg = f"ttl_seconds must be a positive whole number, not {echo(ttl_seconds)}"
             raise ValueError(msg)
         message_id = message_id or uuid.uuid4().hex
         if not _MESSAGE_ID.fullmatch(message_id):
-            msg = f"message id {message_id!r} may only have letters, digits, '-' and '_' (1-128)"
+            msg = (
+                f"message id {echo(message_id)} may only have letters, digits, '-' and '_' (1-128)"
+            )
             raise InvalidMessageIdError(msg)
 
         now = utc_now()
@@ -169,20 +172,19 @@ class WaspClient:
         }
         if template is not None:
             kwargs["template"] = template
-        queue = Queue(contract.delivery_queue(self.tenant), connection=self._rq)
+        queue = queueing.otp_queue(self._rq, self.tenant)
         try:
             queue.enqueue_call(
                 contract.OTP_JOB_FUNCTION,
                 kwargs=kwargs,
-                job_id=message_id,
+                job_id=contract.job_id(self.tenant, message_id),
                 unique=True,
-                result_ttl=_RESULT_TTL_SECONDS,
-                failure_ttl=contract.MESSAGE_RETENTION_SECONDS,
+                **queueing.job_lifetimes(ttl_seconds),
             )
         except DuplicateJobError:
             self._log.info("otp_already_enqueued", message_id=message_id)
         else:
-            self._log.info("otp_enqueued", message_id=message_id)
+            self._log.info("otp_enqueued", message_id=message_id, phone=mask_phone(e164))
         return message_id
 
     # ------------------------------------------------------------ message status
@@ -195,9 +197,11 @@ class WaspClient:
         status = self._messages.get(message_id)
         if status is not None:
             return status
-        if _MESSAGE_ID.fullmatch(message_id) and Job.exists(message_id, connection=self._rq):
+        if _MESSAGE_ID.fullmatch(message_id) and Job.exists(
+            contract.job_id(self.tenant, message_id), connection=self._rq
+        ):
             return MessageStatus(message_id=message_id, state="queued")
-        msg = f"no message {message_id!r} of tenant {self.tenant!r} (unknown, or expired)"
+        msg = f"no message {echo(message_id)} of tenant {self.tenant!r} (unknown, or expired)"
         raise MessageNotFoundError(msg)
 
     def wait_for(
@@ -225,7 +229,7 @@ class WaspClient:
                 if left <= 0:
                     seen = status.state if status else "unknown"
                     msg = (
-                        f"message {message_id!r} did not reach {state!r} "
+                        f"message {echo(message_id)} did not reach {state!r} "
                         f"in {timeout:g} s (it is {seen})"
                     )
                     raise WaitTimeoutError(msg)

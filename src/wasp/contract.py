@@ -432,6 +432,11 @@ REASON_IMAGE_NOT_ALLOWED: Final = "ImageNotAllowed"  # podTemplate.image not in 
 # The operator's settings for isolation.
 ENV_OPERATOR_SESSION_IMAGES: Final = "WASP_OPERATOR_SESSION_IMAGES"  # allowlist, comma-separated
 ENV_OPERATOR_REDIS_SECRET_NAMESPACE: Final = "WASP_OPERATOR_REDIS_SECRET_NAMESPACE"  # noqa: S105
+# Who may scrape a session pod's /metrics through its NetworkPolicy: pods with
+# these labels ("k=v,k2=v2") in these namespaces (names, comma-separated).
+# No namespaces: nothing may (probes come from the node, which is always allowed).
+ENV_OPERATOR_SCRAPER_NAMESPACES: Final = "WASP_OPERATOR_SCRAPER_NAMESPACES"
+ENV_OPERATOR_SCRAPER_LABELS: Final = "WASP_OPERATOR_SCRAPER_LABELS"
 ENV_OPERATOR_RESYNC_SECONDS: Final = "WASP_OPERATOR_RESYNC_SECONDS"  # default 30
 
 # Bounds on what a job may be (the worker checks them before running anything).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import phonenumbers
 
 from wasp.errors import InvalidNumberError
+from wasp.redaction import echo
 
 __all__ = ["e164_digits", "normalize_phone"]
 
@@ -20,6 +21,7 @@ def normalize_phone(raw: str, default_region: str | None) -> str:
 
     ``default_region`` (ISO 3166 alpha-2, e.g. ``"DE"``) is used for numbers
     written without a country code; numbers with ``+`` or ``00`` need none.
+    An error quotes at most ``contract.MAX_ECHOED_INPUT_CHARS`` characters of ``raw``.
     """
     text = raw.strip()
     if not text:
@@ -27,7 +29,7 @@ def normalize_phone(raw: str, default_region: str | None) -> str:
         raise InvalidNumberError(msg)
     region = default_region.upper() if default_region else None
     if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
-        msg = f"unknown default region {default_region!r}: use an ISO 3166 code such as 'DE'"
+        msg = f"unknown default region {echo(default_region)}: use an ISO 3166 code such as 'DE'"
         raise InvalidNumberError(msg)
     try:
         parsed = phonenumbers.parse(text, region)
@@ -37,15 +39,15 @@ def normalize_phone(raw: str, default_region: str | None) -> str:
             and error.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE
         ):
             msg = (
-                f"phone number {text!r} has no country code and no default region is known: "
+                f"phone number {echo(text)} has no country code and no default region is known: "
                 "write it as +<country code><number>"
             )
         else:
-            msg = f"phone number {text!r} cannot be parsed: {error._msg}"  # noqa: SLF001 - its only text
+            msg = f"phone number {echo(text)} cannot be parsed: {error._msg}"  # noqa: SLF001 - its only text
         raise InvalidNumberError(msg) from None
     if not phonenumbers.is_valid_number(parsed):
         where = f" (default region {region})" if region else ""
-        msg = f"phone number {text!r} is not a valid number{where}"
+        msg = f"phone number {echo(text)} is not a valid number{where}"
         raise InvalidNumberError(msg)
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 

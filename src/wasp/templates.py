@@ -15,6 +15,7 @@ import string
 
 from wasp import contract
 from wasp.errors import InvalidCodeError, InvalidTemplateError
+from wasp.redaction import echo
 
 __all__ = ["DEFAULT_TEMPLATE", "render_message", "validate_code", "validate_template"]
 
@@ -67,7 +68,7 @@ def validate_template(template: object) -> str:
         if field not in contract.TEMPLATE_FIELDS or spec or conversion:
             shown = "{" + field + (f"!{conversion}" if conversion else "")
             shown += (f":{spec}" if spec else "") + "}"
-            msg = f"the message template may use only {allowed}, not {shown}"
+            msg = f"the message template may use only {allowed}, not {echo(shown)}"
             raise InvalidTemplateError(msg)
         has_code = has_code or field == "code"
     if not has_code:

@@ -87,7 +87,9 @@ def test_cluster_wide_install_serves_sessions_and_uninstalls_cleanly(
     helm: Helm, control_plane: ControlPlane, namespace: str, tenants: str
 ) -> None:
     plane = control_plane
-    notes = install(helm, plane, "wasp", namespace, f"redis.url={REDIS_URL}")
+    notes = install(
+        helm, plane, "wasp", namespace, f"redis.url={REDIS_URL}", "rbac.clusterWide=true"
+    )
     assert "watches WhatsAppSessions in every namespace" in notes
     assert f"the chart created Secret wasp-redis (key url) in {namespace}" in notes
 
@@ -119,6 +121,9 @@ def test_cluster_wide_install_serves_sessions_and_uninstalls_cleanly(
     )
     assert can(plane, account, "get", "secrets", *anywhere)
     assert can(plane, account, "create", "events", *anywhere)
+    assert can(plane, account, "create", "networkpolicies.networking.k8s.io", *anywhere)
+    assert can(plane, account, "update", "networkpolicies.networking.k8s.io", *anywhere)
+    assert not can(plane, account, "delete", "networkpolicies.networking.k8s.io", *anywhere)
     # Least privilege: no Secret listing, no pod updates, no deleting tenants' resources.
     assert not can(plane, account, "list", "secrets", *anywhere)
     assert not can(plane, account, "update", "pods", *anywhere)
@@ -145,13 +150,13 @@ def test_namespaced_install_grants_only_the_watched_namespace(
         plane,
         "wasp-ns",
         namespace,
-        f"watchNamespace={tenants}",
+        f"watchNamespaces={{{tenants}}}",
         "operator.replicas=2",
         f"redis.url={REDIS_URL}",
     )
     assert f"2 replicas, peering) watches WhatsAppSessions in namespace {tenants} only" in notes
     operator = "wasp-ns-operator"
-    discovery = f"{operator}-discovery-{tenants}"
+    discovery = f"{operator}-discovery-{namespace}"
 
     plane.kubectl(
         "wait", "--for=condition=Established", f"crd/{contract.CRD_NAME}", "--timeout=60s"
@@ -161,7 +166,10 @@ def test_namespaced_install_grants_only_the_watched_namespace(
     assert exists(plane, "rolebinding", operator, tenants)
     assert exists(plane, "clusterrole", discovery)
     assert exists(plane, "kopfpeering", contract.PEERING_NAME, tenants)
-    assert exists(plane, "secret", contract.DEFAULT_REDIS_SECRET, tenants)
+    # The admin Redis Secret stays in the release's namespace: never in a tenant's.
+    assert exists(plane, "secret", contract.DEFAULT_REDIS_SECRET, namespace)
+    assert not exists(plane, "secret", contract.DEFAULT_REDIS_SECRET, tenants)
+    assert exists(plane, "networkpolicy", operator, namespace)
     assert not exists(plane, "clusterrole", operator)
     plane.kubectl("get", contract.SHORT_NAME, "-n", tenants)
 
@@ -173,9 +181,16 @@ def test_namespaced_install_grants_only_the_watched_namespace(
     )
     assert can(plane, account, "get", "secrets", *watched)
     assert can(plane, account, "patch", "kopfpeerings.zalando.org", *watched)
+    assert can(plane, account, "create", "networkpolicies.networking.k8s.io", *watched)
     assert can(plane, account, "list", "namespaces")  # kopf's read-only discovery
+    # In its own namespace, the admin Redis Secret only, by name.
+    secret = f"secrets/{contract.DEFAULT_REDIS_SECRET}"
+    assert can(plane, account, "get", secret, "-n", namespace)
+    assert not can(plane, account, "get", "secrets/another", "-n", namespace)
+    assert not can(plane, account, "get", secret, "-n", "default")
     # Nothing outside the watched namespace, and no Secret anywhere but by name there.
     assert not can(plane, account, "create", "pods", "-n", namespace)
+    assert not can(plane, account, "create", "pods", "-n", "default")
     assert not can(plane, account, "get", "secrets", "-n", namespace)
     assert not can(plane, account, "get", "secrets", "--all-namespaces")
     assert not can(plane, account, "list", "secrets", *watched)
@@ -188,3 +203,34 @@ def test_namespaced_install_grants_only_the_watched_namespace(
     assert not exists(plane, "clusterrole", discovery)
     assert not exists(plane, "clusterrolebinding", discovery)
     assert not exists(plane, "kopfpeering", contract.PEERING_NAME, tenants)
+    assert not exists(plane, "secret", contract.DEFAULT_REDIS_SECRET, namespace)
+
+
+def trial_password(plane: ControlPlane, namespace: str) -> str:
+    return plane.kubectl(
+        "get", "secret", contract.DEFAULT_REDIS_SECRET, "-n", namespace,
+        "-o", "go-template={{.data.password | base64decode}}",
+    ).stdout  # fmt: skip
+
+
+def test_trial_redis_password_is_generated_once_and_kept_across_upgrades(
+    helm: Helm, control_plane: ControlPlane, namespace: str, tenants: str
+) -> None:
+    plane = control_plane
+    settings = [f"watchNamespaces={{{tenants}}}", "redis.inChart.enabled=true"]
+    install(helm, plane, "wasp-trial", namespace, *settings)
+    password = trial_password(plane, namespace)
+    assert len(password) == 32
+    kubeconfig = ["--kubeconfig", str(plane.kubeconfig)]
+    upgrade = ["upgrade", "wasp-trial", str(CHART), "--namespace", namespace, *kubeconfig]
+    helm(*upgrade, "--reuse-values", "--set", "operator.verbose=true")
+    assert trial_password(plane, namespace) == password
+    given = "a-password-given-in-values-0123"
+    helm(*upgrade, "--reuse-values", "--set", f"redis.inChart.password={given}")
+    assert trial_password(plane, namespace) == given
+    url = plane.kubectl(
+        "get", "secret", contract.DEFAULT_REDIS_SECRET, "-n", namespace,
+        "-o", "go-template={{.data.url | base64decode}}",
+    ).stdout  # fmt: skip
+    assert url.startswith(f"redis://default:{given}@wasp-trial-redis.{namespace}.svc:6379/")
+    uninstall(helm, plane, "wasp-trial", namespace)

@@ -47,11 +47,13 @@ def schema_objects(node: dict[str, Any], where: str) -> Iterator[tuple[str, dict
         yield from schema_objects(node["items"], f"{where}[]")
 
 
-def value_paths(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
+def value_paths(values: dict[str, Any], node: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Every key of values.yaml, not descending into maps of user data (labels)."""
     for key, value in values.items():
         yield prefix + key
-        if isinstance(value, dict) and value:
-            yield from value_paths(value, f"{prefix}{key}.")
+        child = resolve(resolve(node).get("properties", {}).get(key, {}))
+        if isinstance(value, dict) and value and "properties" in child:
+            yield from value_paths(value, child, f"{prefix}{key}.")
 
 
 def schema_paths(node: dict[str, Any], prefix: str = "") -> Iterator[str]:
@@ -81,7 +83,7 @@ def test_every_values_key_has_prose_above_it() -> None:
 
 
 def test_schema_describes_exactly_the_keys_of_values() -> None:
-    assert set(value_paths(VALUES)) == set(schema_paths(SCHEMA))
+    assert set(value_paths(VALUES, SCHEMA)) == set(schema_paths(SCHEMA))
 
 
 def test_schema_refuses_unknown_keys_at_every_level() -> None:
@@ -120,7 +122,32 @@ def test_chart_defaults_match_contract_and_package_version() -> None:
         ),
         pytest.param("operator.replicas=0", ["at '/operator/replicas'"], id="no-replicas"),
         pytest.param("operator.verbose=loud", ["at '/operator/verbose'"], id="bad-type"),
-        pytest.param("watchNamespace=Tenants_A", ["at '/watchNamespace'"], id="bad-namespace"),
+        pytest.param(
+            "watchNamespaces={Tenants_A}", ["at '/watchNamespaces/0'"], id="bad-namespace"
+        ),
+        pytest.param(
+            "watchNamespace=tenants",
+            ["additional properties 'watchNamespace' not allowed"],
+            id="old-single-namespace",
+        ),
+        pytest.param(
+            "redis.inChart.password=short", ["at '/redis/inChart/password'"], id="weak-password"
+        ),
+        pytest.param(
+            "redis.inChart.password=sixteen-chars-but@url",
+            ["at '/redis/inChart/password'"],
+            id="password-needing-escapes",
+        ),
+        pytest.param(
+            "allowedSessionImages={Not An Image}",
+            ["at '/allowedSessionImages/0'"],
+            id="bad-image",
+        ),
+        pytest.param(
+            "networkPolicy.apiServerPorts={0}",
+            ["at '/networkPolicy/apiServerPorts/0'"],
+            id="bad-port",
+        ),
         pytest.param("redis.url=http://redis:6379", ["at '/redis/url'"], id="not-a-redis-url"),
     ],
 )
@@ -145,9 +172,10 @@ def test_values_outside_schema_are_refused_naming_the_key(
             id="url-and-in-chart",
         ),
         pytest.param(
-            ["redis.existingSecret=mine", "redis.secretNamespaces={a}"],
-            "with redis.existingSecret it creates none",
-            id="secret-namespaces-without-secret",
+            ["watchNamespaces=null"],
+            "watchNamespaces is empty: list the namespaces with WhatsAppSessions, "
+            "or set rbac.clusterWide=true",
+            id="nothing-to-watch",
         ),
     ],
 )

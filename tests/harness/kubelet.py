@@ -7,9 +7,16 @@ does, for wasp's session pods in one namespace only, what a kubelet does:
 - registers a Node (and keeps its heartbeat fresh) and binds each new pod to
   it, so deletion is graceful, as in a cluster;
 - resolves the container's env (values, ``secretKeyRef`` read from the API,
-  ``fieldRef`` of the pod's name and namespace), maps each ``emptyDir`` mount
-  to a directory of its own and gives the health port a free local port (the
-  pod's own "network namespace");
+  ``fieldRef`` of the pod's name and namespace), maps each volume mount to a
+  directory of its own (and env values naming a path under a mount to that
+  directory), and gives the health port a free local port (the pod's own
+  "network namespace");
+- materialises each ``secret`` volume as files: the Secret read from the API,
+  only its ``items`` when listed, each file with its mode (``defaultMode``,
+  else 0644), written atomically before every start of the container, so a
+  restart sees a changed Secret, as with a kubelet. A Secret that does not
+  exist (and is not ``optional``) holds the pod back, as a kubelet's
+  ContainerCreating does, until it appears;
 - runs the container's command (found in this virtualenv's ``bin/``) with
   that env and nothing else, reports the pod Running, and Ready while the
   readiness probe's path answers 200;
@@ -49,6 +56,11 @@ WASP_PODS = "app.kubernetes.io/managed-by=wasp-operator"
 POLL_SECONDS = 0.2
 HEARTBEAT_SECONDS = 10.0
 HEALTH_PORT_VARIABLE = "WASP_HEALTH_PORT"
+DEFAULT_SECRET_MODE = 0o644  # a Secret volume's defaultMode when the pod names none
+
+
+class SecretVolumeMissingError(Exception):
+    """A pod's Secret volume names a Secret (or key) that does not exist yet."""
 
 
 def _now() -> str:
@@ -65,6 +77,7 @@ class _Container:
     log_dir: Path
     ready_url: str | None
     grace: float
+    secret_volumes: list[tuple[Any, Path]] = field(default_factory=list)  # (source, directory)
     process: ManagedProcess | None = None
     restarts: int = 0
     ready: bool = False
@@ -184,7 +197,13 @@ class Kubelet:
         if container.stopping:
             return
         if container.process is None or not container.process.alive():
+            try:
+                self._write_secret_volumes(container)
+            except SecretVolumeMissingError as error:
+                self.errors.append(str(error))  # ContainerCreating: try again on the next pass
+                return
             if container.process is not None:
+                container.process.stop()  # it exited: close its log before the next one
                 container.restarts += 1
             container.process = ManagedProcess(
                 f"pod {container.name}",
@@ -251,6 +270,11 @@ class Kubelet:
             host = root / "volumes" / mount.name
             host.mkdir(parents=True, exist_ok=True)
             mounts[mount.mount_path] = str(host)
+        secret_volumes = [
+            (volume.secret, root / "volumes" / volume.name)
+            for volume in pod.spec.volumes or []
+            if volume.secret is not None
+        ]
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(root), "HOSTNAME": pod.metadata.name}
         for variable in spec.env or []:
             env[variable.name] = self._resolve(pod, variable)
@@ -275,7 +299,42 @@ class Kubelet:
             log_dir=root / "logs",
             ready_url=ready_url if self.command is None else None,
             grace=float(pod.spec.termination_grace_period_seconds or 30),
+            secret_volumes=secret_volumes,
         )
+
+    def _write_secret_volumes(self, container: _Container) -> None:
+        """Write each Secret volume's files, as the kubelet does before a container starts."""
+        for source, directory in container.secret_volumes:
+            try:
+                secret = self.api.read_namespaced_secret(source.secret_name, self.namespace)
+            except ApiException as error:
+                if error.status != 404:  # HTTP Not Found
+                    raise
+                if source.optional:
+                    continue
+                msg = f"pod {container.name}: Secret {source.secret_name} not found"
+                raise SecretVolumeMissingError(msg) from error
+            data = secret.data or {}
+            default_mode = (
+                DEFAULT_SECRET_MODE if source.default_mode is None else source.default_mode
+            )
+            items = source.items or [
+                kubernetes.client.V1KeyToPath(key=key, path=key) for key in sorted(data)
+            ]
+            directory.mkdir(parents=True, exist_ok=True)
+            for item in items:
+                if item.key not in data:
+                    if source.optional:
+                        continue
+                    msg = f"pod {container.name}: Secret {source.secret_name} has no {item.key}"
+                    raise SecretVolumeMissingError(msg)
+                target = directory / item.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                staged = target.with_name(f".{target.name}.staged")
+                staged.unlink(missing_ok=True)
+                staged.write_bytes(base64.b64decode(data[item.key]))
+                staged.chmod(default_mode if item.mode is None else item.mode)
+                staged.replace(target)
 
     def _resolve(self, pod: Any, variable: Any) -> str:  # noqa: ANN401 - client models
         if variable.value_from is None:
@@ -337,7 +396,10 @@ class Kubelet:
     @staticmethod
     def _stop_process(container: _Container) -> None:
         process = container.process
-        if process is None or not process.alive():
+        if process is None:
+            return
+        if not process.alive():
+            process.stop()  # closes the log
             return
         try:
             os.killpg(process.pid, signal.SIGTERM)

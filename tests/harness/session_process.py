@@ -2,7 +2,9 @@
 
 ``session_env`` builds a minimal valid environment for one tenant (simulator
 transport, short QR windows, a fresh auth key, a data dir of its own, a free
-health port); ``SessionProcess`` starts the program with it through
+health port); ``with_secret_files`` moves its Redis URL and auth key into files
+passed as ``WASP_REDIS_URL_FILE`` / ``WASP_AUTH_KEY_FILE``, as a pod gets them;
+``SessionProcess`` starts the program with it through
 ``harness.processes.ManagedProcess`` (its own process group, killed with the
 test run, recorded in ``$WASP_TEST_PIDFILE``) and offers what a test needs:
 read the status hash, wait for a phase, push simulator and control commands,
@@ -109,6 +111,25 @@ def session_env(
     return env
 
 
+def with_secret_files(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """``env`` with its Redis URL and auth key in files under ``folder`` (as Secret volumes).
+
+    The plain ``WASP_REDIS_URL`` / ``WASP_AUTH_KEY`` are replaced by
+    ``WASP_REDIS_URL_FILE`` / ``WASP_AUTH_KEY_FILE`` naming the files
+    (``url`` and ``key``, each ending with a newline, as ``kubectl`` writes them).
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    moved = dict(env)
+    for plain, file_variable, name in (
+        (contract.ENV_REDIS_URL, contract.ENV_REDIS_URL_FILE, contract.REDIS_SECRET_URL_KEY),
+        (contract.ENV_AUTH_KEY, contract.ENV_AUTH_KEY_FILE, contract.AUTH_SECRET_KEY),
+    ):
+        path = folder / name
+        path.write_text(moved.pop(plain) + "\n", encoding="utf-8")
+        moved[file_variable] = str(path)
+    return moved
+
+
 class SessionProcess:
     """One running ``wasp-session`` with helpers to observe and drive it."""
 
@@ -117,6 +138,8 @@ class SessionProcess:
         self.env = env
         self.tenant = env.get(contract.ENV_TENANT, "")
         self._redis_url = env.get(contract.ENV_REDIS_URL, "")
+        if not self._redis_url and contract.ENV_REDIS_URL_FILE in env:
+            self._redis_url = Path(env[contract.ENV_REDIS_URL_FILE]).read_text().strip()
         self._redis: redis.Redis | None = None
         saved = dict(os.environ)
         try:  # ManagedProcess takes no env: hand ours over through os.environ

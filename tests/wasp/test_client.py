@@ -3,6 +3,7 @@
 import json
 import threading
 import time
+import zlib
 
 import pytest
 import redis
@@ -17,6 +18,7 @@ from wasp import (
     WaitTimeoutError,
     WaspClient,
     contract,
+    queueing,
 )
 from wasp.messages import MessageStore
 
@@ -31,17 +33,21 @@ def client(redis_client: redis.Redis) -> WaspClient:
 def _queue(redis_client: redis.Redis) -> Queue:
     kwargs = {**redis_client.connection_pool.connection_kwargs, "decode_responses": False}
     raw = redis.Redis(connection_pool=redis.ConnectionPool(**kwargs))
-    return Queue(contract.delivery_queue(TENANT), connection=raw)
+    return queueing.otp_queue(raw, TENANT)
 
 
-def test_send_enqueues_the_job_by_its_dotted_name_with_the_message_id_as_job_id(
+def test_send_enqueues_the_job_by_its_dotted_name_as_json_with_the_tenants_job_id(
     client: WaspClient, redis_client: redis.Redis
 ) -> None:
     message_id = client.send_otp("0151 1234 5678", "493817", ttl_seconds=120)
     queue = _queue(redis_client)
-    assert queue.job_ids == [message_id]
-    job = queue.fetch_job(message_id)
+    job_id = contract.job_id(TENANT, message_id)
+    assert queue.job_ids == [job_id]
+    job = queue.fetch_job(job_id)
     assert job is not None
+    stored = queue.connection.hget(job.key, "data")
+    assert isinstance(stored, bytes)
+    assert json.loads(zlib.decompress(stored))[0] == contract.OTP_JOB_FUNCTION  # JSON, not pickle
     assert job.func_name == contract.OTP_JOB_FUNCTION
     assert job.kwargs == {
         "phone": "+4915112345678",
@@ -59,7 +65,7 @@ def test_sending_the_same_message_id_twice_enqueues_once(
     first = client.send_otp("+4915112345678", "1234", message_id="order-17")
     second = client.send_otp("+4915112345678", "1234", message_id="order-17")
     assert first == second == "order-17"
-    assert _queue(redis_client).job_ids == ["order-17"]
+    assert _queue(redis_client).job_ids == [contract.job_id(TENANT, "order-17")]
 
 
 def test_a_message_already_sent_is_not_enqueued_again(
@@ -104,7 +110,7 @@ def test_the_default_region_comes_from_the_session_when_not_given(
         mapping={contract.DELIVERY_DEFAULT_REGION: "DE", contract.DELIVERY_TTL_SECONDS: "90"},
     )
     message_id = client.send_otp("015112345678", "1234")
-    job = _queue(redis_client).fetch_job(message_id)
+    job = _queue(redis_client).fetch_job(contract.job_id(TENANT, message_id))
     assert job is not None
     assert job.kwargs["phone"] == "+4915112345678"
     assert job.kwargs["ttl_seconds"] == 90

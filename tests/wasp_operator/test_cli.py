@@ -24,10 +24,10 @@ def test_the_environment_configures_the_operator() -> None:
         }
     )
     assert config == OperatorConfig(
-        namespace="tenants",
+        namespaces=("tenants",),
         session_image="wasp:1.0",
-        redis_secret="shared-redis",  # noqa: S106 - a Secret name, no password
-        redis_secret_key="dsn",  # noqa: S106 - a key name, no password
+        redis_secret="shared-redis",
+        redis_secret_key="dsn",
         standalone=True,
         liveness_endpoint="http://0.0.0.0:8080/healthz",
         metrics_port=9090,
@@ -41,11 +41,11 @@ def test_flags_win_over_the_environment() -> None:
         ["-A", "--peering", "--redis-secret", "r", "--session-image", "x"]
     )
     config = config_from(args, environ)
-    assert config.namespace is None
+    assert config.namespaces == ()
     assert config.standalone is False
     assert (config.redis_secret, config.redis_secret_key) == ("r", "url")
     assert config.session_image == "x"
-    assert config_from(build_parser().parse_args([]), environ).namespace == "tenants"
+    assert config_from(build_parser().parse_args([]), environ).namespaces == ("tenants",)
 
 
 def test_bad_settings_are_refused_saying_what_is_wrong() -> None:
@@ -67,3 +67,21 @@ def test_help_names_every_setting() -> None:
     flags = ("--namespace", "--session-image", "--redis-secret", "--standalone", "--liveness")
     for flag in (*flags, "--metrics-port"):
         assert flag in result.stdout
+
+
+def test_the_admin_secrets_namespace_and_the_resync_are_settings() -> None:
+    environ = {
+        contract.ENV_OPERATOR_REDIS_SECRET_NAMESPACE: "wasp-system",
+        contract.ENV_OPERATOR_RESYNC_SECONDS: "5",
+    }
+    config = config_from_env(environ)
+    assert (config.redis_secret_namespace, config.resync_seconds) == ("wasp-system", 5.0)
+    assert (OperatorConfig().redis_secret_namespace, OperatorConfig().resync_seconds) == (None, 30)
+    args = build_parser().parse_args(
+        ["--redis-secret-namespace", "platform", "--resync-seconds", "2.5"]
+    )
+    flagged = config_from(args, environ)
+    assert (flagged.redis_secret_namespace, flagged.resync_seconds) == ("platform", 2.5)
+    for bad in ("0", "-1", "soon", "nan", "inf"):
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            config_from_env({contract.ENV_OPERATOR_RESYNC_SECONDS: bad})

@@ -100,6 +100,7 @@ def test_applying_an_example_runs_a_locked_down_pod(
         "podName",
         "conditions",
         "observedGeneration",
+        "apiCredentials",
     }, "kopf keeps its bookkeeping out of the status"
 
 

@@ -12,6 +12,7 @@ import redis
 
 from harness.controlplane import ControlPlane
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from harness.redis_server import RedisServer
 from wasp import contract
 
 pytestmark = pytest.mark.controlplane
@@ -20,19 +21,23 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ACCOUNT = "wasp-operator"
 
 
-Installer = Callable[[str, str, str], None]
+Installer = Callable[[str, dict[str, str]], None]
 
 
 @pytest.fixture
 def install(control_plane: ControlPlane) -> Iterator[Installer]:
     """Apply deploy/ manifests for one test; delete them after, cluster-scoped objects too.
 
-    A ClusterRole left behind would clash with a later ``helm install`` of the chart.
+    ``install(manifest, {placeholder: namespace, ...})`` puts the test's
+    namespaces in place of the manifest's (wasp-system, wasp-tenants). A
+    ClusterRole left behind would clash with a later ``helm install`` of the chart.
     """
     applied: list[str] = []
 
-    def apply_manifest(manifest: str, placeholder: str, namespace: str) -> None:
-        text = (DEPLOY / manifest).read_text(encoding="utf-8").replace(placeholder, namespace)
+    def apply_manifest(manifest: str, namespaces: dict[str, str]) -> None:
+        text = (DEPLOY / manifest).read_text(encoding="utf-8")
+        for placeholder, namespace in namespaces.items():
+            text = text.replace(placeholder, namespace)
         control_plane.kubectl("apply", "-f", "-", stdin=text)
         applied.append(text)
 
@@ -57,7 +62,8 @@ def service_account_kubeconfig(plane: ControlPlane, namespace: str, directory: P
     return path
 
 
-def can(plane: ControlPlane, namespace: str, *what: str) -> bool:
+def can(plane: ControlPlane, namespace: str, *what: str, account_in: str | None = None) -> bool:
+    """Whether the operator's ServiceAccount (in ``account_in``, default ``namespace``) may."""
     result = plane.kubectl(
         "auth",
         "can-i",
@@ -65,10 +71,30 @@ def can(plane: ControlPlane, namespace: str, *what: str) -> bool:
         "-n",
         namespace,
         "--as",
-        f"system:serviceaccount:{namespace}:{ACCOUNT}",
+        f"system:serviceaccount:{account_in or namespace}:{ACCOUNT}",
         check=False,
     )
     return result.stdout.strip() == "yes"
+
+
+@pytest.fixture
+def operator_namespace(
+    control_plane: ControlPlane, namespace: str, redis_server: RedisServer
+) -> Iterator[str]:
+    """The operator's own namespace, beside the tenants' (``namespace``), with the admin Secret.
+
+    The admin Redis Secret lives there only, as the chart puts it.
+    """
+    name = f"{namespace[:50]}-ops"
+    control_plane.kubectl("create", "namespace", name)
+    control_plane.kubectl(
+        "create", "secret", "generic", contract.DEFAULT_REDIS_SECRET, "-n", name,
+        f"--from-literal={contract.DEFAULT_REDIS_SECRET_KEY}={redis_server.url}",
+    )  # fmt: skip
+    try:
+        yield name
+    finally:
+        control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def run_a_session_through_its_life(
@@ -106,12 +132,15 @@ def test_the_operator_runs_cluster_wide_under_its_cluster_role_with_peering(
     tmp_path: Path,
     install: Installer,
 ) -> None:
-    install("operator-rbac.yaml", "wasp-system", namespace)
-    install("peering-cluster.yaml", "wasp-system", namespace)
+    install("operator-rbac.yaml", {"wasp-system": namespace})
+    install("peering-cluster.yaml", {"wasp-system": namespace})
     assert can(control_plane, namespace, "create", "pods")
     assert can(
         control_plane, namespace, "patch", "whatsappsessions.wasp.dev", "--subresource=status"
     )
+    assert can(control_plane, namespace, "create", "networkpolicies.networking.k8s.io")
+    assert can(control_plane, namespace, "update", "networkpolicies.networking.k8s.io")
+    assert not can(control_plane, namespace, "delete", "networkpolicies.networking.k8s.io")
     assert not can(control_plane, namespace, "list", "secrets")
     assert not can(control_plane, namespace, "delete", "secrets")
     assert not can(control_plane, namespace, "update", "pods")
@@ -133,23 +162,37 @@ def test_the_operator_runs_cluster_wide_under_its_cluster_role_with_peering(
         operator.stop()
 
 
-@pytest.mark.usefixtures("wasp_crd", "redis_secret")
-def test_the_operator_runs_in_one_namespace_under_its_role_with_peering(
+@pytest.mark.usefixtures("wasp_crd")
+def test_the_operator_runs_in_one_namespace_under_its_role_with_peering(  # noqa: PLR0913, PLR0917 - fixtures
     control_plane: ControlPlane,
     namespace: str,
+    operator_namespace: str,
     redis_client: redis.Redis,
     tmp_path: Path,
     install: Installer,
 ) -> None:
-    install("operator-rbac-namespaced.yaml", "wasp-tenants", namespace)
-    install("peering-namespaced.yaml", "wasp-tenants", namespace)
-    assert can(control_plane, namespace, "create", "pods")
-    assert not can(control_plane, "default", "create", "pods")
-    assert not can(control_plane, namespace, "list", "secrets")
+    ops = operator_namespace
+    install("operator-rbac-namespaced.yaml", {"wasp-system": ops, "wasp-tenants": namespace})
+    install("peering-namespaced.yaml", {"wasp-tenants": namespace})
+    assert can(control_plane, namespace, "create", "pods", account_in=ops)
+    assert can(
+        control_plane, namespace, "create", "networkpolicies.networking.k8s.io", account_in=ops
+    )
+    assert not can(control_plane, "default", "create", "pods", account_in=ops)
+    assert not can(control_plane, ops, "create", "pods", account_in=ops)
+    assert not can(control_plane, namespace, "list", "secrets", account_in=ops)
+    admin_secret = f"secrets/{contract.DEFAULT_REDIS_SECRET}"
+    assert can(control_plane, ops, "get", admin_secret, account_in=ops)
+    assert not can(control_plane, ops, "get", "secrets/another", account_in=ops)
+    assert not can(control_plane, ops, "list", "secrets", account_in=ops)
 
-    kubeconfig = service_account_kubeconfig(control_plane, namespace, tmp_path)
+    kubeconfig = service_account_kubeconfig(control_plane, ops, tmp_path)
     operator = OperatorProcess(
-        kubeconfig, tmp_path / "operator", namespace=namespace, standalone=False
+        kubeconfig,
+        tmp_path / "operator",
+        namespace=namespace,
+        standalone=False,
+        environment={contract.ENV_OPERATOR_REDIS_SECRET_NAMESPACE: ops},
     )
     try:
         eventually(

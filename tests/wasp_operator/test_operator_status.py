@@ -34,11 +34,14 @@ def idle_kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) ->
 def report(
     client: redis.Redis, tenant: str, fields: dict[str, str], *, publish: bool = True
 ) -> None:
-    """Write the status hash and announce it, as the session pod does."""
+    """Write the status hash and announce it, as the session pod holding the lease does."""
+    token = str(client.get(contract.lease_fence_key(tenant)) or "")
+    token = token or str(client.incr(contract.lease_fence_key(tenant)))
+    client.set(contract.lease_key(tenant), f"{token} {fields[contract.STATUS_POD]}")
+    fields = fields | {contract.STATUS_LEASE_TOKEN: token}
     key = contract.status_key(tenant)
     client.delete(key)
-    for field, value in fields.items():
-        client.hset(key, field, value)
+    client.hset(key, mapping=dict[Any, Any](fields))
     if publish:
         client.publish(contract.events_channel(tenant), json.dumps(fields))
 

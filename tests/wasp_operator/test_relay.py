@@ -1,18 +1,21 @@
-"""The status relay: one pattern subscription follows every tenant on a Redis."""
+"""The relay: one subscription wakes every follower; only the lease holder's status is relayed."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import json
+from typing import Any
 
+import pytest
 import redis
 
 from harness.redis_server import RedisServer
 from wasp import contract
-from wasp_operator.relay import StatusRelay
+from wasp_operator.relay import Reading, StatusRelay, not_from_lease_holder
 
 TIMEOUT = 10.0
+POD = "wasp-session-acme"
 
 
 async def until(condition: object, what: str) -> None:
@@ -24,7 +27,7 @@ async def until(condition: object, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_one_subscription_follows_every_tenant_and_wakes_only_the_one_reported(
+def test_one_subscription_follows_every_tenant_and_wakes_only_its_followers(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     async def scenario() -> None:
@@ -32,74 +35,105 @@ def test_one_subscription_follows_every_tenant_and_wakes_only_the_one_reported(
         woken: list[str] = []
         try:
             for tenant in ("acme", "globex", "initech"):
-                holder = relay.register(
+                relay.follow(
                     redis_server.url,
                     tenant,
                     f"ns/{tenant}",
                     functools.partial(woken.append, tenant),
                 )
-                assert holder == f"ns/{tenant}"
-            await until(lambda: len(woken) >= 3, "a wake for each tenant once subscribed")
+            # An impostor of globex follows it too: both look again when globex reports.
+            relay.follow(
+                redis_server.url, "globex", "ns/twin", functools.partial(woken.append, "twin")
+            )
+            await until(lambda: len(woken) >= 4, "a wake for each follower once subscribed")
             assert redis_client.pubsub_numpat() == 1
             woken.clear()
 
-            report = {contract.STATUS_PHASE: "Connected", contract.STATUS_POD: "p"}
-            redis_client.publish(contract.events_channel("globex"), json.dumps(report))
-            await until(lambda: woken, "the reported tenant is woken")
+            redis_client.publish(contract.events_channel("globex"), json.dumps({"phase": "x"}))
+            await until(lambda: len(woken) >= 2, "globex's followers are woken")
+            await asyncio.sleep(0.2)
+            assert sorted(woken) == ["globex", "twin"]
+
+            woken.clear()
+            relay.unfollow(redis_server.url, "globex", "ns/twin")
+            redis_client.publish(contract.events_channel("globex"), "not even JSON")
+            await until(lambda: woken, "an event is a wake-up, whatever it carries")
+            await asyncio.sleep(0.2)
             assert woken == ["globex"]
-            assert relay.take(redis_server.url, "globex") == report
-            assert relay.take(redis_server.url, "globex") is None
-            assert relay.take(redis_server.url, "acme") is None
         finally:
             await relay.close()
 
     asyncio.run(scenario())
 
 
-def test_a_tenant_is_held_by_one_resource_at_a_time(redis_server: RedisServer) -> None:
-    async def scenario() -> None:
-        relay = StatusRelay()
-        try:
-            assert relay.register(redis_server.url, "acme", "a/acme", lambda: None) == "a/acme"
-            assert relay.register(redis_server.url, "acme", "b/acme", lambda: None) == "a/acme"
-            relay.unregister(redis_server.url, "acme", "b/acme")  # not the holder: no effect
-            assert relay.holder(redis_server.url, "acme") == "a/acme"
-            relay.unregister(redis_server.url, "acme", "a/acme")
-            assert relay.register(redis_server.url, "acme", "b/acme", lambda: None) == "b/acme"
-        finally:
-            await relay.close()
-
-    asyncio.run(scenario())
+def holder_writes(client: redis.Redis, tenant: str, fields: dict[str, str], pod: str = POD) -> int:
+    """Take the lease as a session pod does, and write the status with its token."""
+    token = int(client.incr(contract.lease_fence_key(tenant)))
+    client.set(contract.lease_key(tenant), f"{token} {pod}")
+    written = fields | {contract.STATUS_POD: pod, contract.STATUS_LEASE_TOKEN: str(token)}
+    client.hset(contract.status_key(tenant), mapping=dict[Any, Any](written))
+    return token
 
 
-def test_forgetting_a_tenant_deletes_its_auth_lease_and_status_only(
+def test_a_reading_is_the_status_hash_lease_and_fence_of_one_tenant(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    for tenant in ("acme", "globex"):
-        redis_client.set(contract.auth_key(tenant), "store")
-        redis_client.set(contract.lease_key(tenant), "token")
-        redis_client.hset(contract.status_key(tenant), contract.STATUS_PHASE, "Connected")
+    token = holder_writes(redis_client, "acme", {contract.STATUS_PHASE: "Connected"})
+    redis_client.hset(contract.status_key("globex"), contract.STATUS_PHASE, "Banned")
 
-    async def scenario() -> None:
+    async def scenario() -> tuple[Reading, Reading]:
         relay = StatusRelay()
         try:
-            assert (await relay.read_status(redis_server.url, "acme")) == {
-                contract.STATUS_PHASE: "Connected"
-            }
-            await relay.forget_tenant(redis_server.url, "acme")
+            return (
+                await relay.read(redis_server.url, "acme"),
+                await relay.read(redis_server.url, "initech"),
+            )
         finally:
             await relay.close()
 
-    asyncio.run(scenario())
-    assert (
-        redis_client.exists(
-            contract.auth_key("acme"), contract.lease_key("acme"), contract.status_key("acme")
-        )
-        == 0
+    acme, nobody = asyncio.run(scenario())
+    assert acme == Reading(
+        status={
+            contract.STATUS_PHASE: "Connected",
+            contract.STATUS_POD: POD,
+            contract.STATUS_LEASE_TOKEN: str(token),
+        },
+        lease=f"{token} {POD}",
+        fence=str(token),
     )
-    assert (
-        redis_client.exists(
-            contract.auth_key("globex"), contract.lease_key("globex"), contract.status_key("globex")
-        )
-        == 3
-    )
+    assert not_from_lease_holder(acme) is None
+    assert nobody == Reading(status={}, lease=None, fence=None)
+
+
+GENUINE = {contract.STATUS_PHASE: "Connected", contract.STATUS_POD: POD}
+
+
+@pytest.mark.isolation
+@pytest.mark.parametrize(
+    ("status", "lease", "fence", "refused"),
+    [
+        pytest.param(GENUINE | {"lease_token": "7"}, f"7 {POD}", "7", False, id="the holder"),
+        pytest.param(GENUINE | {"lease_token": "7"}, None, "7", False, id="the last holder"),
+        pytest.param(GENUINE, f"7 {POD}", "7", True, id="no token"),
+        pytest.param(GENUINE | {"lease_token": ""}, None, None, True, id="an empty token"),
+        pytest.param(GENUINE | {"lease_token": "6"}, f"7 {POD}", "7", True, id="an old token"),
+        pytest.param(GENUINE | {"lease_token": "6"}, None, "7", True, id="an old holder"),
+        pytest.param(GENUINE | {"lease_token": "8"}, f"7 {POD}", "7", True, id="a made-up token"),
+        pytest.param(GENUINE | {"lease_token": "7"}, None, None, True, id="no lease ever"),
+        pytest.param(
+            GENUINE | {"lease_token": "7"}, "7 wasp-session-other", "7", True, id="another pod"
+        ),
+        pytest.param(
+            GENUINE | {"lease_token": "7", "pod": "wasp-session-other"},
+            f"7 {POD}",
+            "7",
+            True,
+            id="right token, another pod",
+        ),
+    ],
+)
+def test_only_the_lease_holders_status_is_relayed(
+    status: dict[str, str], lease: str | None, fence: str | None, *, refused: bool
+) -> None:
+    why = not_from_lease_holder(Reading(status=status, lease=lease, fence=fence))
+    assert (why is not None) is refused, why

@@ -8,12 +8,14 @@ from wasp import contract
 from wasp_operator.status import (
     Overlay,
     PodView,
+    Refusal,
     conditions_for,
     desired_status,
     effective_report,
     event_type,
     pod_view,
     status_patch,
+    tenant_conflict,
 )
 
 RUNNING = PodView("wasp-session-acme", "uid-1", "h", "Running", ready=True, deleting=False)
@@ -146,9 +148,10 @@ def test_what_only_the_operator_knows_overrides_the_sessions_report() -> None:
     assert phase(None, Overlay(pod=RUNNING)) == ("Starting", "PodStarted")
     assert phase(CONNECTED, Overlay(pod=newer)) == ("Starting", "PodStarted")
     assert phase(CONNECTED, Overlay(pod=RUNNING)) == ("Connected", "")
-    assert phase(CONNECTED, Overlay(pod=RUNNING, conflict_with="ns/other")) == (
+    conflict = tenant_conflict("acme", "ns/other")
+    assert phase(CONNECTED, Overlay(pod=RUNNING, refusal=conflict)) == (
         "Failed",
-        "TenantConflict",
+        contract.REASON_TENANT_CONFLICT,
     )
     # The account stays known while the pod is away: the link outlives the pod.
     suspended = effective_report(CONNECTED, Overlay(suspended=True))
@@ -191,3 +194,44 @@ def test_a_report_older_than_the_pod_is_its_predecessors() -> None:
     fresh = CONNECTED | {contract.STATUS_UPDATED_AT: "2026-01-01T00:05:01Z"}
     assert effective_report(stale, Overlay(pod=pod))[contract.STATUS_PHASE] == "Starting"
     assert effective_report(fresh, Overlay(pod=pod))[contract.STATUS_PHASE] == "Connected"
+
+
+def test_a_refused_session_is_failed_with_the_reason_and_none_of_the_tenants_report() -> None:
+    refusal = tenant_conflict("acme", "tenants/acme")
+    fields = effective_report(CONNECTED | PAIRING, Overlay(pod=None, refusal=refusal))
+    shown = desired_status(
+        tenant="acme",
+        generation=1,
+        expose_pairing=True,
+        pod_name=None,
+        effective=fields,
+        previous={},
+        now="t",
+    )
+    assert shown["phase"] == "Failed"
+    assert shown["lastError"]["reason"] == contract.REASON_TENANT_CONFLICT
+    assert "tenants/acme" in shown["lastError"]["message"]
+    assert "account" not in shown, "the owner's account is not the impostor's to show"
+    assert "pairing" not in shown
+    ready = by_type(shown["conditions"])["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", contract.REASON_TENANT_CONFLICT)
+    image = Refusal(contract.REASON_IMAGE_NOT_ALLOWED, "spec.podTemplate.image 'x' is not allowed")
+    assert effective_report(None, Overlay(refusal=image))[contract.STATUS_REASON] == (
+        contract.REASON_IMAGE_NOT_ALLOWED
+    )
+
+
+def test_the_apis_credential_is_named_in_the_status_once_given() -> None:
+    credentials = {"secretName": "wasp-api-acme-redis", "username": "wasp-api-acme"}
+    shown = desired_status(
+        tenant="acme",
+        generation=1,
+        expose_pairing=True,
+        pod_name=None,
+        effective={},
+        previous={},
+        now="t",
+        api_credentials=credentials,
+    )
+    assert shown["apiCredentials"] == credentials
+    assert "apiCredentials" not in status_for(CONNECTED)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from wasp import contract
 from wasp_session.decisions import (
+    AccountVerdict,
     Action,
+    account_refusal,
     backoff_ceiling,
     backoff_delay,
     connection_is_stable,
     decide,
+    judge_account,
     start_failure_is_fatal,
 )
 from wasp_session.transport.base import (
@@ -77,3 +81,53 @@ def test_start_failures_and_stability() -> None:
     assert start_failure_is_fatal(3, 3)
     assert connection_is_stable(60, 60)
     assert not connection_is_stable(5, 60)
+
+
+# ---------------------------------------------------------------- the account pin
+@pytest.mark.parametrize(
+    ("pinned", "account", "verdict"),
+    [
+        (None, "4915112345678", AccountVerdict.PIN),
+        ("4915112345678", "4915112345678", AccountVerdict.MATCH),
+        ("4915112345612", "4915112345678", AccountVerdict.MISMATCH),
+        ("4915112345678", "", AccountVerdict.UNKNOWN),
+        (None, "", AccountVerdict.UNKNOWN),
+    ],
+)
+def test_an_account_is_judged_against_the_pin(
+    pinned: str | None, account: str, verdict: AccountVerdict
+) -> None:
+    assert judge_account(pinned, account) is verdict
+
+
+def test_a_refused_pairing_says_which_accounts_and_how_to_rearm_without_whole_numbers() -> None:
+    refusal = account_refusal(
+        AccountVerdict.MISMATCH,
+        tenant="acme",
+        account="4915112345678",
+        pinned="4915187654312",
+        restored=False,
+    )
+    assert refusal.action is Action.REFUSE_ACCOUNT
+    assert (refusal.phase, refusal.reason) == ("Failed", contract.REASON_ACCOUNT_MISMATCH)
+    assert refusal.message.startswith("paired with +49…78 but this session is pinned to +49…12;")
+    assert "`wasp pair acme --new-account`" in refusal.message
+    assert "4915112345678" not in refusal.message
+    assert "4915187654312" not in refusal.message
+
+
+def test_a_refused_stored_device_and_an_unknown_account_say_so() -> None:
+    stored = account_refusal(
+        AccountVerdict.MISMATCH,
+        tenant="acme",
+        account="4915112345678",
+        pinned="4915187654312",
+        restored=True,
+    )
+    assert stored.message.startswith("the stored device belongs to +49…78")
+    unknown = account_refusal(
+        AccountVerdict.UNKNOWN, tenant="acme", account="", pinned="4915187654312", restored=True
+    )
+    assert unknown.reason == contract.REASON_ACCOUNT_MISMATCH
+    assert "did not say which account" in unknown.message
+    assert "wasp pair acme" in unknown.message

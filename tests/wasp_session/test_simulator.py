@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import queue
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,18 +18,20 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness.redis_server import RedisServer
 from harness.session_process import SessionProcess, new_auth_key
 from wasp import WaspClient, contract
 from wasp_session.transport.base import (
     Connected,
     NotConnectedError,
+    PairSucceeded,
     QRCodeIssued,
     ReceiptReceived,
     SendError,
     TimelockedError,
     TransportEvent,
 )
-from wasp_session.transport.sim_commands import push_command
+from wasp_session.transport.sim_commands import CommandError, parse_command, push_command
 from wasp_session.transport.sim_device import Device, DeviceFile
 from wasp_session.transport.simulator import SimulatorSettings, SimulatorTransport
 
@@ -269,3 +273,42 @@ def test_a_message_sent_before_a_sigkill_reaches_read_through_the_next_process(
     outbox = redis_client.lrange(contract.simulator_outbox_key("acme"), 0, -1)
     assert [json.loads(x)["whatsapp_id"] for x in outbox] == [status.whatsapp_id]
     assert pending_receipts(redis_client) == {}
+
+
+# ---------------------------------------------------------------- scan: which account links
+def test_a_scan_links_the_account_it_names(redis_client: redis.Redis, tmp_path: Path) -> None:
+    transport = SimulatorTransport(
+        redis_client, "acme", tmp_path, SimulatorSettings(qr_seconds=(5,))
+    )
+    push_command(redis_client, "acme", "scan", phone="+4915112345678", push_name="Other")
+    transport.connect()  # the scan waits for the first QR code, then pairs
+    try:
+        paired = next_event(transport, PairSucceeded)
+        online = next_event(transport, Connected)
+    finally:
+        transport.stop()
+    assert paired == PairSucceeded("4915112345678@s.whatsapp.net", "Other")
+    assert online == Connected("4915112345678@s.whatsapp.net", "Other")
+
+
+def test_a_scan_with_a_phone_that_is_no_number_is_rejected() -> None:
+    with pytest.raises(CommandError, match=r"E\.164"):
+        parse_command(json.dumps({"command": "scan", "phone": "+49 ; DROP"}))
+    assert parse_command('{"command": "scan", "phone": "4915112345678"}').arguments == {
+        "phone": "4915112345678"
+    }
+
+
+def test_wasp_session_simulate_scan_takes_the_phone(redis_server: RedisServer) -> None:
+    program = str(Path(sys.executable).with_name("wasp-session"))
+    where = ["--tenant", "acme", "--redis-url", redis_server.url]
+    result = subprocess.run(
+        [program, "simulate", "scan", "--phone", "+4915112345678", *where],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert json.loads(result.stdout) == {"command": "scan", "phone": "+4915112345678"}
+    queued = redis_server.client().lrange(contract.simulator_commands_key("acme"), 0, -1)
+    assert [json.loads(item) for item in queued] == [json.loads(result.stdout)]

@@ -68,16 +68,73 @@ url
 {{- end -}}
 {{- end -}}
 
-{{/* Namespaces that get the chart's default Redis Secret, as a JSON list. */}}
-{{- define "wasp.redisSecretNamespaces" -}}
-{{- if .Values.redis.secretNamespaces -}}
-{{- .Values.redis.secretNamespaces | uniq | toJson -}}
+{{/* The namespaces the operator watches, as a JSON list; empty: every namespace (rbac.clusterWide). */}}
+{{- define "wasp.watchNamespaces" -}}
+{{- if .Values.rbac.clusterWide -}}
+{{- list | toJson -}}
+{{- else if .Values.watchNamespaces -}}
+{{- .Values.watchNamespaces | uniq | toJson -}}
 {{- else -}}
-{{- list (.Values.watchNamespace | default .Release.Namespace) | toJson -}}
+{{- fail "watchNamespaces is empty: list the namespaces with WhatsAppSessions, or set rbac.clusterWide=true to watch every namespace" -}}
 {{- end -}}
 {{- end -}}
 
-{{/* Refuse contradictory Redis settings, saying which keys clash. */}}
+{{/* The metrics scraper's namespaces (default: the release's), as a JSON list. */}}
+{{- define "wasp.scraperNamespaces" -}}
+{{- .Values.metricsScraper.namespaces | default (list .Release.Namespace) | uniq | toJson -}}
+{{- end -}}
+
+{{/* The metrics scraper's pod labels as key=value,... (the operator's WASP_OPERATOR_SCRAPER_LABELS). */}}
+{{- define "wasp.scraperLabels" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := .Values.metricsScraper.podLabels -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- $pairs | sortAlpha | join "," -}}
+{{- end -}}
+
+{{/* A NetworkPolicy peer: the metrics scraper's pods in its namespaces. */}}
+{{- define "wasp.scraperPeer" -}}
+- namespaceSelector:
+    matchExpressions:
+      - key: kubernetes.io/metadata.name
+        operator: In
+        values: {{ include "wasp.scraperNamespaces" . }}
+  podSelector:
+    {{- with .Values.metricsScraper.podLabels }}
+    matchLabels:
+      {{- toYaml . | nindent 6 }}
+    {{- else }} {}
+    {{- end }}
+{{- end -}}
+
+{{/* The Redis ports the operator reaches: networkPolicy.redisPorts, redis.url's, the trial Redis's. */}}
+{{- define "wasp.redisPorts" -}}
+{{- $ports := list -}}
+{{- range .Values.networkPolicy.redisPorts }}{{ $ports = append $ports (int .) }}{{ end -}}
+{{- if .Values.redis.url -}}
+{{- $host := (urlParse .Values.redis.url).host -}}
+{{- $port := 6379 -}}
+{{- if regexMatch ":[0-9]+$" $host }}{{ $port = regexFind "[0-9]+$" $host | int }}{{ end -}}
+{{- $ports = append $ports $port -}}
+{{- end -}}
+{{- if .Values.redis.inChart.enabled }}{{ $ports = append $ports 6379 }}{{ end -}}
+{{- $ports | uniq | toJson -}}
+{{- end -}}
+
+{{/* The trial Redis's password: redis.inChart.password, else the one kept in its Secret, else a new one. */}}
+{{- define "wasp.inChartRedisPassword" -}}
+{{- $kept := lookup "v1" "Secret" .Release.Namespace "wasp-redis" -}}
+{{- if .Values.redis.inChart.password -}}
+{{- .Values.redis.inChart.password -}}
+{{- else if and $kept $kept.data (hasKey $kept.data "password") -}}
+{{- index $kept.data "password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Refuse contradictory settings, saying which keys clash. */}}
 {{- define "wasp.validate" -}}
 {{- $sources := list -}}
 {{- if .Values.redis.url }}{{ $sources = append $sources "redis.url" }}{{ end -}}
@@ -86,9 +143,7 @@ url
 {{- if gt (len $sources) 1 -}}
 {{- fail (printf "set only one of redis.url, redis.existingSecret and redis.inChart.enabled (got %s)" (join ", " $sources)) -}}
 {{- end -}}
-{{- if and .Values.redis.existingSecret .Values.redis.secretNamespaces -}}
-{{- fail "redis.secretNamespaces says where the chart creates its Secret; with redis.existingSecret it creates none: leave it empty" -}}
-{{- end -}}
+{{- $_ := include "wasp.watchNamespaces" . -}}
 {{- end -}}
 
 {{/* A resources block (requests, limits) without the quantities left empty. */}}

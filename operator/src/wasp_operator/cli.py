@@ -12,7 +12,15 @@ import os
 from collections.abc import Sequence
 
 from wasp import __version__, contract
-from wasp_operator.config import OperatorConfig, config_from_env, parse_port, parse_secret_ref
+from wasp_operator.config import (
+    OperatorConfig,
+    config_from_env,
+    parse_labels,
+    parse_list,
+    parse_port,
+    parse_seconds,
+    parse_secret_ref,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument(
         "--namespace",
         "-n",
-        help=f"watch only this namespace (env {contract.ENV_OPERATOR_NAMESPACE}; default: all)",
+        action="append",
+        help=(
+            "watch only this namespace; repeat it, or separate names with commas, for several "
+            f"(env {contract.ENV_OPERATOR_NAMESPACE}; default: all)"
+        ),
     )
     scope.add_argument(
         "--all-namespaces",
@@ -43,12 +55,54 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"default image of session pods (env {contract.ENV_OPERATOR_SESSION_IMAGE})",
     )
     parser.add_argument(
+        "--allowed-session-images",
+        metavar="IMAGE[,IMAGE...]",
+        help=(
+            "images a WhatsAppSession's podTemplate.image may name, comma-separated; the "
+            "default session image is always allowed, any other is refused "
+            f"(env {contract.ENV_OPERATOR_SESSION_IMAGES})"
+        ),
+    )
+    parser.add_argument(
+        "--scraper-namespaces",
+        metavar="NS[,NS...]",
+        help=(
+            "namespaces from which the metrics scraper may reach session pods' health port "
+            f"(env {contract.ENV_OPERATOR_SCRAPER_NAMESPACES}; default: none may)"
+        ),
+    )
+    parser.add_argument(
+        "--scraper-labels",
+        metavar="KEY=VALUE[,...]",
+        help=(
+            "labels of the scraper's pods in those namespaces "
+            f"(env {contract.ENV_OPERATOR_SCRAPER_LABELS}; default: any pod there)"
+        ),
+    )
+    parser.add_argument(
         "--redis-secret",
         metavar="NAME[:KEY]",
         help=(
-            "the Secret, in each session's namespace, with the Redis URL for sessions "
+            "the Secret with the admin Redis URL for sessions "
             f"without spec.redis (env {contract.ENV_OPERATOR_REDIS_SECRET}; "
             f"default {contract.DEFAULT_REDIS_SECRET}:{contract.DEFAULT_REDIS_SECRET_KEY})"
+        ),
+    )
+    parser.add_argument(
+        "--redis-secret-namespace",
+        metavar="NS",
+        help=(
+            "the namespace of that default Secret, usually the operator's own "
+            f"(env {contract.ENV_OPERATOR_REDIS_SECRET_NAMESPACE}; default: each session's)"
+        ),
+    )
+    parser.add_argument(
+        "--resync-seconds",
+        metavar="SECONDS",
+        help=(
+            "compare each session with the world at least this often, and make its "
+            f"Redis users again if they are gone (env {contract.ENV_OPERATOR_RESYNC_SECONDS}; "
+            "default 30)"
         ),
     )
     peering = parser.add_mutually_exclusive_group()
@@ -91,13 +145,18 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> OperatorCo
     config = config_from_env(environ)
     changes: dict[str, object] = {}
     if args.all_namespaces:
-        changes["namespace"] = None
+        changes["namespaces"] = ()
     elif args.namespace:
-        changes["namespace"] = args.namespace
+        changes["namespaces"] = parse_list(",".join(args.namespace))
     if args.session_image:
         changes["session_image"] = args.session_image
-    if args.redis_secret:
-        changes["redis_secret"], changes["redis_secret_key"] = parse_secret_ref(args.redis_secret)
+    if args.allowed_session_images is not None:
+        changes["allowed_session_images"] = parse_list(args.allowed_session_images)
+    if args.scraper_namespaces is not None:
+        changes["scraper_namespaces"] = parse_list(args.scraper_namespaces)
+    if args.scraper_labels is not None:
+        changes["scraper_labels"] = parse_labels(args.scraper_labels)
+    changes |= _redis_changes(args)
     if args.standalone is not None:
         changes["standalone"] = args.standalone
     if args.liveness:
@@ -105,6 +164,18 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> OperatorCo
     if args.metrics_port:
         changes["metrics_port"] = parse_port(args.metrics_port)
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+
+def _redis_changes(args: argparse.Namespace) -> dict[str, object]:
+    """The flags about Redis: the admin Secret, its namespace, the resync of the users."""
+    changes: dict[str, object] = {}
+    if args.redis_secret:
+        changes["redis_secret"], changes["redis_secret_key"] = parse_secret_ref(args.redis_secret)
+    if args.redis_secret_namespace:
+        changes["redis_secret_namespace"] = args.redis_secret_namespace
+    if args.resync_seconds:
+        changes["resync_seconds"] = parse_seconds(args.resync_seconds)
+    return changes
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from wasp import contract
 
 DEFAULT_SESSION_IMAGE = "ghcr.io/wasp-dev/wasp:latest"
+DEFAULT_RESYNC_SECONDS = 30.0
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
@@ -20,14 +21,27 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 class OperatorConfig:
     """How this operator runs and what it puts into session pods."""
 
-    namespace: str | None = None  # None: every namespace
+    namespaces: tuple[str, ...] = ()  # the namespaces watched; none: every namespace
     session_image: str = DEFAULT_SESSION_IMAGE
+    # Images a WhatsAppSession's podTemplate.image may name, besides session_image.
+    allowed_session_images: tuple[str, ...] = ()
+    # Who may reach a session pod's health port (its /metrics): pods with these
+    # labels in these namespaces. No namespaces: nobody (probes need no rule).
+    scraper_namespaces: tuple[str, ...] = ()
+    scraper_labels: tuple[tuple[str, str], ...] = ()
     redis_secret: str = contract.DEFAULT_REDIS_SECRET
     redis_secret_key: str = contract.DEFAULT_REDIS_SECRET_KEY
+    redis_secret_namespace: str | None = None  # None: each session's own namespace
     standalone: bool = False
     liveness_endpoint: str | None = None
     metrics_port: int | None = None  # None: no /metrics endpoint
-    resync_seconds: float = 30.0  # how often each session is compared with the world anyway
+    # How often each session is compared with the world anyway (and its users re-made).
+    resync_seconds: float = DEFAULT_RESYNC_SECONDS
+
+    @property
+    def allowed_images(self) -> tuple[str, ...]:
+        """Every image a session pod may run: the default one first, then the allowlist."""
+        return tuple(dict.fromkeys((self.session_image, *self.allowed_session_images)))
 
 
 def config_from_env(environ: Mapping[str, str]) -> OperatorConfig:
@@ -35,15 +49,40 @@ def config_from_env(environ: Mapping[str, str]) -> OperatorConfig:
     secret = environ.get(contract.ENV_OPERATOR_REDIS_SECRET, "").strip()
     name, key = parse_secret_ref(secret) if secret else (None, None)
     return OperatorConfig(
-        namespace=environ.get(contract.ENV_OPERATOR_NAMESPACE, "").strip() or None,
+        namespaces=parse_list(environ.get(contract.ENV_OPERATOR_NAMESPACE, "")),
         session_image=environ.get(contract.ENV_OPERATOR_SESSION_IMAGE, "").strip()
         or DEFAULT_SESSION_IMAGE,
+        allowed_session_images=parse_list(environ.get(contract.ENV_OPERATOR_SESSION_IMAGES, "")),
+        scraper_namespaces=parse_list(environ.get(contract.ENV_OPERATOR_SCRAPER_NAMESPACES, "")),
+        scraper_labels=parse_labels(environ.get(contract.ENV_OPERATOR_SCRAPER_LABELS, "")),
         redis_secret=name or contract.DEFAULT_REDIS_SECRET,
         redis_secret_key=key or contract.DEFAULT_REDIS_SECRET_KEY,
+        redis_secret_namespace=(
+            environ.get(contract.ENV_OPERATOR_REDIS_SECRET_NAMESPACE, "").strip() or None
+        ),
         standalone=environ.get(contract.ENV_OPERATOR_STANDALONE, "").strip().lower() in TRUE_WORDS,
         liveness_endpoint=environ.get(contract.ENV_OPERATOR_LIVENESS, "").strip() or None,
         metrics_port=parse_port(environ.get(contract.ENV_OPERATOR_METRICS_PORT, "")),
+        resync_seconds=parse_seconds(environ.get(contract.ENV_OPERATOR_RESYNC_SECONDS, ""))
+        or DEFAULT_RESYNC_SECONDS,
     )
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list, items stripped, empty ones and repeats dropped."""
+    return tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+
+
+def parse_labels(text: str) -> tuple[tuple[str, str], ...]:
+    """``key=value,key2=value2`` as sorted (key, value) pairs; empty for an empty string."""
+    labels: dict[str, str] = {}
+    for item in parse_list(text):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            msg = f"labels are key=value pairs separated by commas, got {item!r}"
+            raise ValueError(msg)
+        labels[key.strip()] = value.strip()
+    return tuple(sorted(labels.items()))
 
 
 def parse_port(text: str) -> int | None:
@@ -55,6 +94,21 @@ def parse_port(text: str) -> int | None:
         msg = f"a port must be a number from 1 to 65535, got {text!r}"
         raise ValueError(msg)
     return int(text)
+
+
+def parse_seconds(text: str) -> float | None:
+    """A positive number of seconds, or None for an empty string."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        msg = f"a duration must be a positive number of seconds, got {text!r}"
+        raise ValueError(msg)
+    return seconds
 
 
 def parse_secret_ref(text: str) -> tuple[str, str]:

@@ -7,7 +7,8 @@ translates the operator's errors into ``kopf.TemporaryError`` or
 - an index of wasp's pods, by (namespace, session name);
 - a daemon per WhatsAppSession: the session's loop (``supervisor.py``);
 - watch events of sessions and of wasp's pods wake that loop;
-- deletion (under wasp's finalizer) stops the pod and forgets the tenant in Redis.
+- deletion (under wasp's finalizer) stops the pod and, for the tenant's owner
+  only, removes its Redis users and keys.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ async def run_session(
 
 @kopf.on.delete(*CR, timeout=CLEANUP_TIMEOUT_SECONDS, backoff=POD_GONE_POLL_SECONDS)
 async def clean_up(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: object) -> None:
-    """Stop the pod, delete the tenant's auth state and lease, then let the resource go."""
+    """Stop the pod; as the tenant's owner, delete its users and keys; then let the resource go."""
     session = session_from_body(body)
     try:
         done = await supervisor_of(memo).clean_up(session)
@@ -92,7 +93,7 @@ async def clean_up(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: o
     if not done:
         msg = f"waiting for pod {session.pod_name} to stop"
         raise kopf.TemporaryError(msg, delay=POD_GONE_POLL_SECONDS)
-    logger.info(f"tenant_forgotten: {session.tenant}")  # noqa: G004
+    logger.info(f"session_cleaned_up: tenant {session.tenant}")  # noqa: G004
 
 
 def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:

@@ -35,7 +35,7 @@ def _failed(error: ApiException, verb: str, kind: str, name: str) -> KubernetesU
 
 
 class Kube:
-    """The operator's own calls: pods, Secrets and the resource's status."""
+    """The operator's own calls: pods, Secrets (auth key, Redis credentials) and the status."""
 
     def __init__(self) -> None:
         """Use the configuration loaded by ``load_configuration``."""
@@ -99,6 +99,34 @@ class Kube:
             raise _failed(error, "create", "secret", session.auth_secret_name) from error
         return True
 
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's decoded data, or None if it does not exist."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == HTTPStatus.NOT_FOUND:
+                return None
+            raise _failed(error, "read", "secret", name) from error
+        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+    def create_secret(self, body: dict[str, Any]) -> bool:
+        """Create a Secret; False if one of that name exists already."""
+        meta = body["metadata"]
+        try:
+            self.core.create_namespaced_secret(meta["namespace"], body)  # type: ignore[arg-type]
+        except ApiException as error:
+            if error.status == HTTPStatus.CONFLICT:
+                return False
+            raise _failed(error, "create", "secret", meta["name"]) from error
+        return True
+
+    def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
+        """Merge new values into a Secret's data (``stringData``: the API server encodes them)."""
+        try:
+            self.core.patch_namespaced_secret(name, namespace, {"stringData": string_data})
+        except ApiException as error:
+            raise _failed(error, "patch", "secret", name) from error
+
     def secret_value(self, namespace: str, ref: SecretRef) -> str:
         """The decoded value of a key in a Secret."""
         try:
@@ -129,3 +157,40 @@ class Kube:
             if error.status == HTTPStatus.NOT_FOUND:
                 return  # deleted meanwhile: nothing to report on
             raise _failed(error, "patch", "status of", name) from error
+
+    def apply_network_policy(self, body: dict[str, Any]) -> bool:
+        """Create a NetworkPolicy, or replace one whose spec, labels or owner differ.
+
+        True when it wrote; False when the live one already matches (a resync
+        writes nothing) or another writer got there first (the next call looks
+        again). Bodies come from ``network_policy.py``.
+        """
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        networking = kubernetes.client.NetworkingV1Api(self.core.api_client)
+        try:
+            live = networking.read_namespaced_network_policy(name, namespace)
+        except ApiException as error:
+            if error.status != HTTPStatus.NOT_FOUND:
+                raise _failed(error, "read", "networkpolicy", name) from error
+            live = None
+        try:
+            if live is None:
+                networking.create_namespaced_network_policy(namespace, body)  # type: ignore[arg-type]
+                return True
+            seen = networking.api_client.sanitize_for_serialization(live)
+            wanted = ("labels", "ownerReferences")
+            if seen.get("spec") == body["spec"] and all(
+                seen["metadata"].get(key) == meta.get(key) for key in wanted
+            ):
+                return False
+            replacement = {
+                **body,
+                "metadata": {**meta, "resourceVersion": seen["metadata"].get("resourceVersion")},
+            }
+            networking.replace_namespaced_network_policy(name, namespace, replacement)  # type: ignore[arg-type]
+        except ApiException as error:
+            if error.status == HTTPStatus.CONFLICT:
+                return False
+            raise _failed(error, "write", "networkpolicy", name) from error
+        return True

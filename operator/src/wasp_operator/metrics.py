@@ -27,6 +27,15 @@ POD_ACTIONS = Counter(
 STATUS_PATCHES = Counter(
     "wasp_operator_status_patches_total", "Status patches written to WhatsAppSessions."
 )
+REDIS_USERS_MADE = Counter(
+    "wasp_operator_redis_users_made_total",
+    "Tenant Redis users made (ACL SETUSER), and why: missing, changed, started.",
+    ["why"],
+)
+STATUS_REPORTS_IGNORED = Counter(
+    "wasp_operator_status_reports_ignored_total",
+    "Status hashes not relayed because their writer did not hold the lease (once per change).",
+)
 
 
 def phase_moved(before: str | None, after: str | None) -> None:

@@ -2,16 +2,19 @@
 
 Owns every setting of the pod: its security (non-root, read-only root
 filesystem, no capabilities, seccomp, no service-account token), its probes,
-its environment (names from ``wasp.contract``; secrets only by reference,
-never a value), and the spec hash that tells a pod built for an older spec.
+its default resources, its environment (names from ``wasp.contract``; no
+secret at all: the pod's two Secrets, its auth key and its own Redis
+credential, are read-only files), which images it may run (the operator's
+allowlist), and the spec hash that tells a pod built for an older spec.
 It never talks to the API server: ``reconcile.py`` decides, ``kube.py`` acts.
 
 The hash covers what the session asks for (its ``Session`` fields, its own
-image override and the Redis Secret), not the operator's own code, version or
-default session image: upgrading the operator (whose chart moves the default
-image with it) restarts no tenant. A pod created later (a spec change, a lost
-pod) gets the new default image; a changed spec or ``podTemplate.image``
-replaces the pod at once.
+image override and the Redis Secret), not the operator's own code, version,
+default session image or default resources, nor how the pod is laid out
+(env, volumes): upgrading the operator (whose chart moves the default image
+with it) restarts no tenant. A pod created later (a spec change, a lost
+pod) gets the new default image and layout; a changed spec or
+``podTemplate.image`` replaces the pod at once.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import dataclasses
 import hashlib
 import json
 import secrets
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from wasp import contract
@@ -32,7 +37,23 @@ TERMINATION_GRACE_SECONDS = 60  # time for a clean checkpoint of the auth state 
 HEALTH_PORT_NAME = "health"
 DATA_VOLUME = "data"
 TMP_VOLUME = "tmp"
+AUTH_VOLUME = "auth-key"
+REDIS_VOLUME = "redis-credential"
+# Owner-read only. The kubelet makes the files root-owned and, with the pod's
+# fsGroup, group-readable (0440): the session's user reads them through its group.
+SECRET_FILE_MODE = 0o400
 HASH_LENGTH = 16
+# The session container's resources when its podTemplate names none. Sized for
+# one session: Python, the RQ worker and neonize (whatsmeow, a Go library:
+# ~70 MiB once imported) with its SQLite store, plus the short-lived child
+# process that snapshots the store. The CPU limit leaves a start (decrypting
+# and restoring the store) unthrottled and caps a runaway or hostile pod.
+DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "requests": MappingProxyType({"cpu": "50m", "memory": "128Mi"}),
+        "limits": MappingProxyType({"cpu": "1", "memory": "512Mi"}),
+    }
+)
 # Fields of a Session that say which resource it is, not what its pod runs.
 IDENTITY_FIELDS = frozenset({"name", "namespace", "uid", "generation", "suspend", "deleting"})
 
@@ -45,6 +66,31 @@ def redis_secret_of(session: Session, config: OperatorConfig) -> SecretRef:
 def image_of(session: Session, config: OperatorConfig) -> str:
     """The session container's image: the resource's override, else the operator's."""
     return session.image or config.session_image
+
+
+def image_refusal(session: Session, config: OperatorConfig) -> str | None:
+    """Why the session's ``podTemplate.image`` may not run, or None when it may.
+
+    Allowed: no override, or an override spelled exactly as one of the
+    operator's allowed images (its default session image always is one).
+    The reason is one sentence naming the image (cut, it is the resource's
+    input) and every allowed image.
+    """
+    if session.image is None or session.image in config.allowed_images:
+        return None
+    allowed = ", ".join(config.allowed_images)
+    return (
+        f"spec.podTemplate.image {_echo(session.image)} is not in the operator's "
+        f"allowed session images ({allowed}); use one of them, or have the platform "
+        f"add it to {contract.ENV_OPERATOR_SESSION_IMAGES}."
+    )
+
+
+def _echo(text: str) -> str:
+    """Input quoted in a message: cut to ``MAX_ECHOED_INPUT_CHARS``, on one line."""
+    limit = contract.MAX_ECHOED_INPUT_CHARS
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return repr(cut)
 
 
 def spec_hash(session: Session, config: OperatorConfig) -> str:
@@ -87,21 +133,41 @@ def _value(name: str, value: object) -> dict[str, Any]:
     return {"name": name, "value": str(value)}
 
 
-def _secret(name: str, ref: SecretRef) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+# The pod's Secrets: (volume, Secret name of a session, data key, mount directory).
+def secret_files(session: Session) -> tuple[tuple[str, str, str, str], ...]:
+    """The Secrets mounted into the session's pod, and only these: its auth key, its Redis URL."""
+    return (
+        (
+            AUTH_VOLUME,
+            session.auth_secret_name,
+            contract.AUTH_SECRET_KEY,
+            contract.SESSION_AUTH_SECRET_DIR,
+        ),
+        (
+            REDIS_VOLUME,
+            contract.session_redis_secret_name(session.name),
+            contract.REDIS_SECRET_URL_KEY,
+            contract.SESSION_REDIS_SECRET_DIR,
+        ),
+    )
 
 
-def environment(session: Session, config: OperatorConfig) -> list[dict[str, Any]]:
-    """The session container's env: settings by value, secrets by reference."""
+def environment(session: Session, config: OperatorConfig) -> list[dict[str, Any]]:  # noqa: ARG001
+    """The session container's env: settings by value, secrets only as paths to their files."""
     env = [
         _value(contract.ENV_TENANT, session.tenant),
         {
             "name": contract.ENV_POD_NAME,
             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
         },
-        _secret(contract.ENV_REDIS_URL, redis_secret_of(session, config)),
-        _secret(
-            contract.ENV_AUTH_KEY, SecretRef(session.auth_secret_name, contract.AUTH_SECRET_KEY)
+        _value(contract.ENV_OWNER_UID, session.uid),
+        _value(
+            contract.ENV_REDIS_URL_FILE,
+            f"{contract.SESSION_REDIS_SECRET_DIR}/{contract.REDIS_SECRET_URL_KEY}",
+        ),
+        _value(
+            contract.ENV_AUTH_KEY_FILE,
+            f"{contract.SESSION_AUTH_SECRET_DIR}/{contract.AUTH_SECRET_KEY}",
         ),
         _value(contract.ENV_TRANSPORT, session.transport),
         _value(contract.ENV_PAIRING_METHOD, session.pairing_method),
@@ -164,12 +230,36 @@ def container(session: Session, config: OperatorConfig) -> dict[str, Any]:
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": contract.SESSION_DATA_DIR},
             {"name": TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - the container's own tmpfs
+            *(
+                {"name": volume, "mountPath": directory, "readOnly": True}
+                for volume, _, _, directory in secret_files(session)
+            ),
         ],
+        "resources": resources_of(session),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if session.resources:
-        spec["resources"] = dict(session.resources)
     return spec
+
+
+def resources_of(session: Session) -> dict[str, Any]:
+    """The container's resources: the podTemplate's, whole, else ``DEFAULT_RESOURCES``."""
+    chosen = session.resources or DEFAULT_RESOURCES
+    return {kind: dict(quantities) for kind, quantities in chosen.items()}
+
+
+def secret_volumes(session: Session) -> list[dict[str, Any]]:
+    """One read-only Secret volume per Secret of the pod, limited to the one key it needs."""
+    return [
+        {
+            "name": volume,
+            "secret": {
+                "secretName": secret,
+                "defaultMode": SECRET_FILE_MODE,
+                "items": [{"key": key, "path": key}],
+            },
+        }
+        for volume, secret, key, _ in secret_files(session)
+    ]
 
 
 def build_pod(session: Session, config: OperatorConfig) -> dict[str, Any]:
@@ -190,6 +280,7 @@ def build_pod(session: Session, config: OperatorConfig) -> dict[str, Any]:
         "volumes": [
             {"name": DATA_VOLUME, "emptyDir": {}},
             {"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            *secret_volumes(session),
         ],
     }
     if session.node_selector:

@@ -1,21 +1,25 @@
-"""Redis, as the operator sees it: the status relay, status reads, cleanup.
+"""Redis, as the operator sees it: wake-ups, connections, and the lease holder's status.
 
-Owns the operator's Redis connections. For every Redis the sessions use
-(usually one) it keeps ONE pattern subscription to every tenant's events
-channel, remembers the latest report per tenant and wakes that tenant's
-session loop; after a (re)subscription it wakes them all, so they resync from
-the status hashes whatever they missed. It also answers which resource holds
-a tenant (two resources on one Redis must never run the same tenant).
+Owns the operator's Redis connections (one client per admin URL). For every
+Redis the sessions use (usually one) it keeps ONE pattern subscription to
+every tenant's events channel and wakes the session loops following that
+tenant; after a (re)subscription (a Redis restart, a failover) it wakes them
+all, so they resync whatever they missed and make lost users again.
 
-It never talks to the Kubernetes API and decides nothing about the status:
-``status.py`` does, in the session loop (``supervisor.py``).
+An event is only a wake-up, never a report: anyone allowed to publish on a
+channel could forge one. What a session reports is read from Redis itself,
+in one round trip: the status hash, the tenant's lease and its fencing
+counter. ``not_from_lease_holder`` says whether that hash may be relayed:
+only if its writer holds (or was the last to hold) the lease.
+
+It never talks to the Kubernetes API and decides nothing about the status
+(``status.py`` does), nor about who owns a tenant (``ownership.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -25,95 +29,107 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from wasp import contract
-from wasp_operator.errors import RedisUnavailableError
+from wasp_operator.errors import redis_failure
+from wasp_operator.redis_users import redacted
 
 logger = logging.getLogger(__name__)
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 POLL_SECONDS = 1.0
 
-Key = tuple[str, str]  # (Redis URL, tenant)
-
 
 @dataclass
 class _Follower:
-    """One Redis: its client, its subscription task, its tenants."""
+    """One Redis: its client, its subscription task, who follows which tenant."""
 
     client: aioredis.Redis
     task: asyncio.Task[None] | None = None
-    tenants: dict[str, Callable[[], None]] = field(default_factory=dict)
+    tenants: dict[str, dict[str, Callable[[], None]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A tenant's status hash, lease and fencing counter, read in one round trip."""
+
+    status: dict[str, str]
+    lease: str | None  # "<token> <pod>" while a pod holds the lease
+    fence: str | None  # the last fencing token handed out
+
+
+def not_from_lease_holder(reading: Reading) -> str | None:
+    """Why the status hash must not be relayed; None when its writer holds the lease.
+
+    The hash's ``lease_token`` must be the fencing counter (the newest token
+    ever handed out) and, while a lease exists, the lease must be that token
+    held by the hash's ``pod``. With no lease (it expired, or its holder let
+    it go) the last holder's word stands until a new holder writes.
+    """
+    status = reading.status
+    token = status.get(contract.STATUS_LEASE_TOKEN)
+    if not token:
+        return "it carries no lease token"
+    if reading.fence is None or token != reading.fence:
+        return "its lease token is not the lease's current one"
+    if reading.lease is not None and reading.lease != f"{token} {status.get(contract.STATUS_POD)}":
+        return "another pod holds the lease"
+    return None
 
 
 class StatusRelay:
-    """Latest reports from Redis, and wake-ups for the sessions that care."""
+    """Wake-ups from Redis for the sessions that follow a tenant, and reads of their state."""
 
     def __init__(self) -> None:
-        """Nothing is followed until a session registers."""
+        """Nothing is followed until a session follows a tenant."""
         self._followers: dict[str, _Follower] = {}
-        self._latest: dict[Key, dict[str, str]] = {}
-        self._holders: dict[Key, str] = {}
 
     # -- sessions ------------------------------------------------------------
-    def register(self, url: str, tenant: str, holder: str, wake: Callable[[], None]) -> str:
-        """Follow ``tenant`` on ``url`` for ``holder``; the holder in effect is returned.
+    def follow(self, url: str, tenant: str, follower: str, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever ``tenant`` reports on ``url`` (and after each resubscription).
 
-        The first resource to register a tenant holds it; another one gets
-        the holder's name back and must not run the tenant.
+        ``follower`` names the session loop ("namespace/name"); several may
+        follow one tenant (an owner and an impostor both want to look again).
         """
-        current = self._holders.setdefault((url, tenant), holder)
-        if current != holder:
-            return current
-        follower = self._followers.get(url)
-        if follower is None:
-            follower = _Follower(aioredis.Redis.from_url(url, decode_responses=True))
-            self._followers[url] = follower
-            follower.task = asyncio.create_task(self._follow(url, follower))
-        follower.tenants[tenant] = wake
-        return holder
+        redis_follower = self._followers.get(url)
+        if redis_follower is None:
+            redis_follower = _Follower(aioredis.Redis.from_url(url, decode_responses=True))
+            self._followers[url] = redis_follower
+            redis_follower.task = asyncio.create_task(self._follow(url, redis_follower))
+        redis_follower.tenants.setdefault(tenant, {})[follower] = wake
 
-    def unregister(self, url: str, tenant: str, holder: str) -> None:
-        """Stop following ``tenant`` for ``holder`` (no-op if it does not hold it)."""
-        if self._holders.get((url, tenant)) != holder:
+    def unfollow(self, url: str, tenant: str, follower: str) -> None:
+        """Stop waking ``follower`` for ``tenant`` on ``url``."""
+        redis_follower = self._followers.get(url)
+        if redis_follower is None:
             return
-        del self._holders[(url, tenant)]
-        self._latest.pop((url, tenant), None)
-        follower = self._followers.get(url)
-        if follower is not None:
-            follower.tenants.pop(tenant, None)
+        wakes = redis_follower.tenants.get(tenant, {})
+        wakes.pop(follower, None)
+        if not wakes:
+            redis_follower.tenants.pop(tenant, None)
 
-    def holder(self, url: str, tenant: str) -> str | None:
-        """Which resource runs ``tenant`` on ``url``, if any."""
-        return self._holders.get((url, tenant))
-
-    def take(self, url: str, tenant: str) -> dict[str, str] | None:
-        """The latest report received for a tenant since the last call, if any."""
-        return self._latest.pop((url, tenant), None)
-
-    # -- direct reads and writes -------------------------------------------------
-    async def read_status(self, url: str, tenant: str) -> dict[str, str]:
-        """The tenant's status hash, as the session pod last wrote it."""
-        async with self._borrowed(url) as client:
+    # -- reads -----------------------------------------------------------------
+    async def read(self, url: str, tenant: str) -> Reading:
+        """The tenant's status hash, lease and fencing counter, in one round trip."""
+        async with self.connection(url) as client:
             try:
-                raw = await client.hgetall(contract.status_key(tenant))
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.hgetall(contract.status_key(tenant))
+                    pipe.get(contract.lease_key(tenant))
+                    pipe.get(contract.lease_fence_key(tenant))
+                    status, lease, fence = await pipe.execute()
             except (RedisError, OSError) as error:
-                msg = f"cannot read the status of tenant {tenant}: {error}"
-                raise RedisUnavailableError(msg) from error
-        return {str(k): str(v) for k, v in raw.items()}
-
-    async def forget_tenant(self, url: str, tenant: str) -> None:
-        """Delete the tenant's auth state, lease, status and sandbox: the account is unlinked."""
-        async with self._borrowed(url) as client:
-            try:
-                await client.delete(*contract.keys_deleted_with_session(tenant))
-            except (RedisError, OSError) as error:
-                msg = f"cannot delete the auth state of tenant {tenant}: {error}"
-                raise RedisUnavailableError(msg) from error
+                msg = f"cannot read the status of tenant {tenant}"
+                raise redis_failure(msg, error) from error
+        return Reading(
+            status={str(k): str(v) for k, v in (status or {}).items()},
+            lease=None if lease is None else str(lease),
+            fence=None if fence is None else str(fence),
+        )
 
     @contextlib.asynccontextmanager
-    async def _borrowed(self, url: str) -> AsyncIterator[aioredis.Redis]:
+    async def connection(self, url: str) -> AsyncIterator[aioredis.Redis]:
         """The followed Redis's client, or a client of its own closed after use."""
-        follower = self._followers.get(url)
-        if follower is not None:
-            yield follower.client
+        redis_follower = self._followers.get(url)
+        if redis_follower is not None:
+            yield redis_follower.client
             return
         client = aioredis.Redis.from_url(url, decode_responses=True)
         try:
@@ -124,53 +140,42 @@ class StatusRelay:
     async def close(self) -> None:
         """Stop every subscription and close every connection."""
         followers, self._followers = self._followers, {}
-        for follower in followers.values():
-            if follower.task is not None:
-                follower.task.cancel()
-                await asyncio.gather(follower.task, return_exceptions=True)
-            await follower.client.aclose()
+        for redis_follower in followers.values():
+            if redis_follower.task is not None:
+                redis_follower.task.cancel()
+                await asyncio.gather(redis_follower.task, return_exceptions=True)
+            await redis_follower.client.aclose()
 
     # -- the subscription ------------------------------------------------------
-    async def _follow(self, url: str, follower: _Follower) -> None:
+    async def _follow(self, url: str, redis_follower: _Follower) -> None:
         attempt = 0
         while True:
             try:
-                async with follower.client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with redis_follower.client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.psubscribe(contract.EVENTS_CHANNEL_PATTERN)
                     attempt = 0
-                    self._wake_all(follower)  # whatever was missed: resync from the hashes
+                    self._wake_all(redis_follower)  # whatever was missed: resync from Redis
                     while True:
                         message = await pubsub.get_message(timeout=POLL_SECONDS)
                         if message is not None:
-                            self._receive(url, follower, message)
+                            self._receive(redis_follower, message)
             except (RedisError, OSError) as error:
                 delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                 attempt += 1
-                logger.warning("redis_subscription_lost url_host=%s error=%s", _host(url), error)
+                logger.warning(
+                    "redis_subscription_lost redis=%s error=%s", redacted(url), type(error).__name__
+                )
                 await asyncio.sleep(delay)
 
-    def _receive(self, url: str, follower: _Follower, message: dict[str, Any]) -> None:
+    @staticmethod
+    def _receive(redis_follower: _Follower, message: dict[str, Any]) -> None:
+        """A message on a tenant's events channel wakes its followers; its content is ignored."""
         tenant = contract.tenant_of_events_channel(str(message.get("channel", "")))
-        wake = follower.tenants.get(tenant or "")
-        if tenant is None or wake is None:
-            return
-        try:
-            report = json.loads(message.get("data") or "")
-        except (TypeError, ValueError):
-            logger.warning("status_event_unreadable tenant=%s", tenant)
-            return
-        if isinstance(report, dict):
-            self._latest[(url, tenant)] = {
-                str(k): str(v) for k, v in report.items() if v is not None
-            }
+        for wake in list(redis_follower.tenants.get(tenant or "", {}).values()):
             wake()
 
     @staticmethod
-    def _wake_all(follower: _Follower) -> None:
-        for wake in list(follower.tenants.values()):
-            wake()
-
-
-def _host(url: str) -> str:
-    """The host part of a Redis URL, never its password."""
-    return url.rsplit("@", 1)[-1]
+    def _wake_all(redis_follower: _Follower) -> None:
+        for wakes in list(redis_follower.tenants.values()):
+            for wake in list(wakes.values()):
+                wake()

@@ -38,7 +38,7 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.posting.reporting_component = contract.OPERATOR_NAME
     settings.posting.level = logging.WARNING  # Events for phases and problems, not every handler
     settings.peering.name = contract.PEERING_NAME
-    settings.peering.clusterwide = config.namespace is None
+    settings.peering.clusterwide = not config.namespaces
     settings.peering.standalone = config.standalone
     settings.peering.mandatory = not config.standalone
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
@@ -49,8 +49,8 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
 def kopf_arguments(config: OperatorConfig) -> dict[str, Any]:
     """What kopf is told about namespaces, peering and liveness."""
     arguments: dict[str, Any] = {
-        "clusterwide": config.namespace is None,
-        "namespaces": [config.namespace] if config.namespace else [],
+        "clusterwide": not config.namespaces,
+        "namespaces": list(config.namespaces),
         "standalone": config.standalone,
         "liveness_endpoint": config.liveness_endpoint,
     }

@@ -2,10 +2,11 @@
 
 Owns the meaning of the status: which phase the resource shows (the session
 pod's own word from Redis, overlaid with what only the operator knows: no
-pod yet, suspended, a tenant claimed twice), the conditions and their
-reasons, when the live QR or pairing code may be shown, and the merge patch
-that takes the stored status to the desired one. No I/O: ``handlers.py``
-reads the inputs and writes the patch.
+pod yet, suspended, a refusal such as a tenant owned by another resource),
+the conditions and their reasons, when the live QR or pairing code may be
+shown, the API's credential, and the merge patch that takes the stored
+status to the desired one. No I/O: ``supervisor.py`` reads the inputs and
+writes the patch. Which report may be relayed at all is ``relay.py``'s rule.
 """
 
 from __future__ import annotations
@@ -83,12 +84,29 @@ def _predates(report: Mapping[str, str], pod: PodView) -> bool:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Why the operator will not run a session at all: the resource is Failed, with no pod."""
+
+    reason: str  # e.g. contract.REASON_TENANT_CONFLICT
+    message: str  # what happened and what to do, in a sentence or two
+
+
+def tenant_conflict(tenant: str, owner: str) -> Refusal:
+    """The refusal of a resource whose tenant another resource (``owner``) owns on its Redis."""
+    return Refusal(
+        contract.REASON_TENANT_CONFLICT,
+        f"Another WhatsAppSession ({owner}) owns tenant {tenant} on this Redis; "
+        "give this one another spec.tenantId, or delete it.",
+    )
+
+
+@dataclass(frozen=True)
 class Overlay:
     """What the operator knows that the session pod cannot report."""
 
     suspended: bool = False
     pod: PodView | None = None
-    conflict_with: str | None = None  # "namespace/name" of the resource that holds the tenant
+    refusal: Refusal | None = None
 
 
 def effective_report(report: Mapping[str, str] | None, overlay: Overlay) -> dict[str, str]:
@@ -102,13 +120,11 @@ def effective_report(report: Mapping[str, str] | None, overlay: Overlay) -> dict
         return fields
 
     pod = overlay.pod
-    if overlay.conflict_with:
-        return say(
-            "Failed",
-            "TenantConflict",
-            f"WhatsAppSession {overlay.conflict_with} already runs this tenant; "
-            "give this one another spec.tenantId.",
-        )
+    if overlay.refusal is not None:
+        fields.clear()  # none of the report: it may be another resource's session
+        fields[contract.STATUS_LAST_ERROR_REASON] = overlay.refusal.reason
+        fields[contract.STATUS_LAST_ERROR_MESSAGE] = overlay.refusal.message
+        return say("Failed", overlay.refusal.reason, overlay.refusal.message)
     if overlay.suspended:
         return say("Suspended", "Suspended")
     if pod is None or pod.deleting:
@@ -211,8 +227,13 @@ def desired_status(  # noqa: PLR0913 - every input is a separate fact
     effective: Mapping[str, str],
     previous: Mapping[str, Any],
     now: str,
+    api_credentials: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The status the resource should show."""
+    """The status the resource should show.
+
+    ``api_credentials`` ({secretName, username}) names the tenant API's
+    Redis credential once its user exists.
+    """
     phase = effective.get(contract.STATUS_PHASE, "Pending")
     status: dict[str, Any] = {
         "tenantId": tenant,
@@ -251,6 +272,8 @@ def desired_status(  # noqa: PLR0913 - every input is a separate fact
     )
     if error:
         status["lastError"] = error
+    if api_credentials:
+        status["apiCredentials"] = dict(api_credentials)
     return status
 
 

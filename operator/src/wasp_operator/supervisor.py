@@ -1,14 +1,20 @@
 """The loop each WhatsAppSession runs in the operator: make the world match its spec.
 
 Owns the per-session cycle: wake (the resource or its pod changed, Redis
-reported, or the resync timer fired), read the spec, take the one next step
-for the pod (``reconcile.decide``), then write the status (``status.py``)
-and an Event for each phase change. Also the cleanup when a resource goes.
+reported, or the resync timer fired), read the spec, refuse an image outside
+the allowlist, stand on the tenant's Redis (``tenancy.py``: ownership
+claimed, Secrets and users made; nothing for a resource that does not own
+its tenant), keep the pod's NetworkPolicy, take the one next step for the
+pod (``reconcile.decide``), then write the status (``status.py``) from the
+lease holder's report (``relay.py``) and an Event for each phase change.
+Also the cleanup when a resource goes.
 
 It holds no Kubernetes objects of its own: the live body and the pod index
-come from kopf (``handlers.py``), the calls go through ``kube.py`` and
-``relay.py``. Errors are the operator's own (``errors.py``); the handlers
-translate them for kopf.
+come from kopf (``handlers.py``), the calls go through ``kube.py``,
+``tenancy.py`` and ``relay.py``. Who owns a tenant is always read from Redis;
+what it remembers between cycles (``_Seen``) only saves work and logs.
+Errors are the operator's own (``errors.py``); the handlers translate them
+for kopf.
 """
 
 from __future__ import annotations
@@ -22,26 +28,32 @@ from typing import Any
 
 from wasp import contract
 from wasp.timestamps import format_seconds, utc_now
-from wasp_operator import metrics, pods, reconcile, status
+from wasp_operator import metrics, network_policy, pods, reconcile, status
 from wasp_operator.config import OperatorConfig
 from wasp_operator.errors import OperatorError, RedisUnavailableError, SecretMissingError
 from wasp_operator.kube import Kube
-from wasp_operator.relay import StatusRelay
+from wasp_operator.redis_users import RedisUsers, admin_secret_of, checked_admin_url
+from wasp_operator.relay import Reading, StatusRelay, not_from_lease_holder
 from wasp_operator.sessions import Session, session_from_body
+from wasp_operator.tenancy import Standing, Tenancy
 
 SessionKey = tuple[str, str]  # (namespace, name)
 LOOP_END_TIMEOUT = 15.0  # a cycle in flight finishes well within this
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # body, type, reason, message
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
+REASON_REDIS_SECRET_MISSING = "RedisSecretMissing"  # noqa: S105 - a reason, no password
 
 
 @dataclass
 class _Seen:
-    """What one session's loop remembers between cycles."""
+    """What one session's loop remembers between cycles (never who owns the tenant)."""
 
     url: str | None = None
     tenant: str | None = None
-    report: dict[str, str] | None = None
-    redis_problem: str | None = None
+    report: dict[str, str] | None = None  # the lease holder's last status hash
+    ignored: tuple[str, ...] | None = None  # the last status hash not relayed, logged once
+    redis_problem: tuple[str, str] | None = None  # (reason, message) of this cycle
+    api_credentials: dict[str, str] | None = None
     phase: str | None = None  # the phase last written: one Event per change, never two
 
 
@@ -53,9 +65,15 @@ class Supervisor:
     kube: Kube
     relay: StatusRelay
     post_event: EventPoster
+    users: RedisUsers = field(default_factory=RedisUsers)
     _wakes: dict[SessionKey, asyncio.Event] = field(default_factory=dict)
     _urls: dict[SessionKey, str] = field(default_factory=dict)
     _loops: dict[SessionKey, asyncio.Event] = field(default_factory=dict)  # set: loop ended
+    _names: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name", for messages
+
+    def __post_init__(self) -> None:
+        """The tenancy keeper shares this supervisor's clients."""
+        self.tenancy = Tenancy(self.kube, self.relay, self.users)
 
     def wake(self, namespace: str | None, name: str | None) -> None:
         """Ask a session's loop to look again (no-op for unknown sessions)."""
@@ -67,13 +85,14 @@ class Supervisor:
         self,
         body: Mapping[str, Any],
         pod_of: Callable[[Session], status.PodView | None],
-        logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        logger: Logger,
     ) -> None:
         """Run one session until kopf stops it; ``body`` is kopf's live view."""
         first = session_from_body(body)
         key = (first.namespace, first.name)
         wake = self._wakes.setdefault(key, asyncio.Event())
         ended = self._loops[key] = asyncio.Event()
+        self._names[first.uid] = _follower(key)
         seen = _Seen()
         try:
             while True:
@@ -82,15 +101,16 @@ class Supervisor:
                 if session.deleting:
                     return
                 try:
-                    await self.cycle(session, body, pod_of(session), seen)
+                    await self.cycle(session, body, pod_of(session), seen, logger)
                 except OperatorError as error:
                     logger.warning(f"session_cycle_failed: {error}")  # noqa: G004
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=self.config.resync_seconds)
         finally:
             if seen.url and seen.tenant:
-                self.relay.unregister(seen.url, seen.tenant, _holder(key))
+                self.relay.unfollow(seen.url, seen.tenant, _follower(key))
             self._wakes.pop(key, None)
+            self._names.pop(first.uid, None)
             metrics.phase_moved(seen.phase, None)
             ended.set()
 
@@ -100,81 +120,137 @@ class Supervisor:
         body: Mapping[str, Any],
         pod: status.PodView | None,
         seen: _Seen,
+        logger: Logger,
     ) -> None:
-        """One pass: follow Redis, step the pod, write the status."""
-        conflict = await self._follow(session, seen)
-        desired_hash = pods.spec_hash(session, self.config)
+        """One pass: stand on Redis, step the pod, write the status."""
+        seen.redis_problem = None
+        refusal = _image_refusal(session, self.config)  # Failed, no pod, nothing made on Redis
+        standing = None if refusal is not None else await self._stand(session, body, seen, logger)
+        if standing is not None and standing.owner != session.uid:
+            owner = self._names.get(standing.owner, f"uid {standing.owner}")
+            refusal = status.tenant_conflict(session.tenant, owner)
         decision = reconcile.decide(
-            suspended=session.suspend or conflict is not None,
-            desired_hash=desired_hash,
+            suspended=session.suspend or refusal is not None,
+            desired_hash=pods.spec_hash(session, self.config),
             pod=pod,
         )
-        if decision.step is reconcile.Step.CREATE:
-            await asyncio.to_thread(self.kube.ensure_auth_secret, session)
-            created = await asyncio.to_thread(
-                self.kube.create_pod, pods.build_pod(session, self.config)
+        runnable = standing is not None and standing.owner == session.uid  # users exist
+        if runnable and seen.url is not None:
+            # Level-based, and always before the pod exists: what may reach it, what it may reach.
+            policy = network_policy.build_network_policy(
+                session, self.config, network_policy.redis_port_of(seen.url)
             )
-            if created:
-                metrics.POD_ACTIONS.labels(action="create", reason=decision.reason).inc()
-                self.post_event(body, "Normal", "PodCreated", f"Created pod {session.pod_name}.")
+            await asyncio.to_thread(self.kube.apply_network_policy, policy)
+        if decision.step is reconcile.Step.CREATE and runnable:
+            await self._create_pod(session, body, decision)
         elif decision.step is reconcile.Step.DELETE and pod is not None:
             await asyncio.to_thread(self.kube.delete_pod, session.namespace, pod.name, pod.uid)
             metrics.POD_ACTIONS.labels(action="delete", reason=decision.reason).inc()
             self.post_event(
                 body, "Normal", "PodDeleted", f"Deleting pod {pod.name} ({decision.reason})."
             )
-        await self._write_status(session, body, pod, seen, conflict)
+        await self._write_status(session, body, pod, seen, refusal=refusal, logger=logger)
 
-    async def _follow(self, session: Session, seen: _Seen) -> str | None:
-        """Register the session's tenant with the relay; the conflicting holder, if any."""
-        key = (session.namespace, session.name)
-        url: str | None
+    async def _create_pod(
+        self, session: Session, body: Mapping[str, Any], decision: reconcile.Decision
+    ) -> None:
+        await asyncio.to_thread(self.kube.ensure_auth_secret, session)
+        created = await asyncio.to_thread(
+            self.kube.create_pod, pods.build_pod(session, self.config)
+        )
+        if created:
+            metrics.POD_ACTIONS.labels(action="create", reason=decision.reason).inc()
+            self.post_event(body, "Normal", "PodCreated", f"Created pod {session.pod_name}.")
+
+    # -- the tenant's Redis --------------------------------------------------------
+    async def _admin_url(self, session: Session, seen: _Seen) -> str | None:
+        """The admin Redis URL from its Secret; the last one known if the Secret went."""
+        namespace, ref = admin_secret_of(session, self.config)
         try:
-            url = await asyncio.to_thread(
-                self.kube.secret_value,
-                session.namespace,
-                pods.redis_secret_of(session, self.config),
-            )
+            url = await asyncio.to_thread(self.kube.secret_value, namespace, ref)
+            return checked_admin_url(url, f"Secret {namespace}/{ref.name} (key {ref.key})")
         except SecretMissingError as error:
-            seen.redis_problem = str(error)
-            url = seen.url
-        else:
-            seen.redis_problem = None
+            seen.redis_problem = (REASON_REDIS_SECRET_MISSING, str(error))
+        except RedisUnavailableError as error:
+            seen.redis_problem = (error.reason, str(error))
+        return seen.url
+
+    async def _stand(
+        self, session: Session, body: Mapping[str, Any], seen: _Seen, logger: Logger
+    ) -> Standing | None:
+        """Follow the tenant and claim it; as its owner, keep its Secrets and users."""
+        key = (session.namespace, session.name)
+        url = await self._admin_url(session, seen)
         if url is None:
             return None
         if (url, session.tenant) != (seen.url, seen.tenant):
             if seen.url and seen.tenant:
-                self.relay.unregister(seen.url, seen.tenant, _holder(key))
-            seen.url, seen.tenant, seen.report = url, session.tenant, None
+                self.relay.unfollow(seen.url, seen.tenant, _follower(key))
+            seen.url, seen.tenant, seen.report, seen.ignored = url, session.tenant, None, None
         self._urls[key] = url
-        holder = self.relay.register(url, session.tenant, _holder(key), lambda: self.wake(*key))
-        return None if holder == _holder(key) else holder
+        self.relay.follow(url, session.tenant, _follower(key), lambda: self.wake(*key))
+        try:
+            standing = await self.tenancy.establish(session, url)
+        except RedisUnavailableError as error:
+            seen.redis_problem = (error.reason, str(error))
+            return None
+        seen.api_credentials = standing.api_credentials
+        for username, why in standing.made:
+            metrics.REDIS_USERS_MADE.labels(why=why).inc()
+            logger.info(f"redis_user_made: {username} ({why})")  # noqa: G004
+            if why != "started":
+                self.post_event(
+                    body, "Normal", "RedisUserMade", f"Made Redis user {username} ({why})."
+                )
+        return standing
 
-    async def _write_status(
+    def _take(self, reading: Reading, seen: _Seen, logger: Logger) -> None:
+        """Keep the status hash as the report if the lease holder wrote it; else ignore it."""
+        if not reading.status:
+            seen.report, seen.ignored = None, None
+            return
+        why = not_from_lease_holder(reading)
+        if why is None:
+            seen.report, seen.ignored = reading.status, None
+            return
+        fields = reading.status
+        signature = (
+            why,
+            *(fields.get(name, "") for name in _SIGNATURE_FIELDS),
+            reading.lease or "",
+            reading.fence or "",
+        )
+        if signature != seen.ignored:  # once per change, not every cycle
+            seen.ignored = signature
+            metrics.STATUS_REPORTS_IGNORED.inc()
+            logger.warning(f"status_not_relayed: the status hash is ignored: {why}")  # noqa: G004
+
+    async def _write_status(  # noqa: PLR0913 - every input is a separate fact
         self,
         session: Session,
         body: Mapping[str, Any],
         pod: status.PodView | None,
         seen: _Seen,
-        conflict: str | None,
+        *,
+        refusal: status.Refusal | None,
+        logger: Logger,
     ) -> None:
-        if seen.url and conflict is None:
-            report = self.relay.take(seen.url, session.tenant)
-            if report is None:
-                try:
-                    report = await self.relay.read_status(seen.url, session.tenant)
-                except RedisUnavailableError as error:
-                    seen.redis_problem = str(error)
-                    report = seen.report
-            seen.report = report
+        if seen.url and refusal is None:
+            try:
+                reading = await self.relay.read(seen.url, session.tenant)
+            except RedisUnavailableError as error:
+                seen.redis_problem = seen.redis_problem or (error.reason, str(error))
+            else:
+                self._take(reading, seen, logger)
         effective = status.effective_report(
-            seen.report if conflict is None else None,
-            status.Overlay(suspended=session.suspend, pod=pod, conflict_with=conflict),
+            seen.report if refusal is None else None,
+            status.Overlay(suspended=session.suspend, pod=pod, refusal=refusal),
         )
         if seen.redis_problem and not effective.get(contract.STATUS_LAST_ERROR_REASON):
+            reason, message = seen.redis_problem
             effective |= {
-                contract.STATUS_LAST_ERROR_REASON: "RedisUnavailable",
-                contract.STATUS_LAST_ERROR_MESSAGE: seen.redis_problem,
+                contract.STATUS_LAST_ERROR_REASON: reason,
+                contract.STATUS_LAST_ERROR_MESSAGE: message,
             }
         current: Mapping[str, Any] = body.get("status") or {}
         desired = status.desired_status(
@@ -185,6 +261,7 @@ class Supervisor:
             effective=effective,
             previous=current,
             now=format_seconds(utc_now()),
+            api_credentials=seen.api_credentials if refusal is None else None,
         )
         patch = status.status_patch(current, desired)
         phase = desired["phase"]
@@ -199,7 +276,11 @@ class Supervisor:
 
     # -- deletion ------------------------------------------------------------------
     async def clean_up(self, session: Session) -> bool:
-        """Stop the pod, then forget the tenant in Redis; False while the pod still exists."""
+        """Stop the pod, then, as the tenant's owner only, forget it in Redis.
+
+        False while the pod still exists. A resource that does not own its
+        tenant touches nothing of it: not its keys, not its users.
+        """
         key = (session.namespace, session.name)
         ended = self._loops.get(key)
         if ended is not None and not ended.is_set():
@@ -209,26 +290,37 @@ class Supervisor:
         if await asyncio.to_thread(self.kube.pod_exists, session.namespace, session.pod_name):
             await asyncio.to_thread(self.kube.delete_pod, session.namespace, session.pod_name)
             return False
+        namespace, ref = admin_secret_of(session, self.config)
         try:
-            url = await asyncio.to_thread(
-                self.kube.secret_value,
-                session.namespace,
-                pods.redis_secret_of(session, self.config),
-            )
+            url = await asyncio.to_thread(self.kube.secret_value, namespace, ref)
         except SecretMissingError:
             if key not in self._urls:
                 raise
             url = self._urls[key]
-        holder = self.relay.holder(url, session.tenant)
-        if holder in {None, _holder(key)}:
-            await self.relay.forget_tenant(url, session.tenant)
+        checked_admin_url(url, f"Secret {namespace}/{ref.name} (key {ref.key})")
+        await self.tenancy.forget(session, url)
         self._urls.pop(key, None)
         self._loops.pop(key, None)
         return True
 
 
-def _holder(key: SessionKey) -> str:
+# What tells one ignored status hash from the next (the heartbeat alone is no change).
+_SIGNATURE_FIELDS = (
+    contract.STATUS_LEASE_TOKEN,
+    contract.STATUS_POD,
+    contract.STATUS_PHASE,
+    contract.STATUS_UPDATED_AT,
+)
+
+
+def _follower(key: SessionKey) -> str:
     return f"{key[0]}/{key[1]}"
+
+
+def _image_refusal(session: Session, config: OperatorConfig) -> status.Refusal | None:
+    """Failed/ImageNotAllowed when ``podTemplate.image`` is not in the operator's allowlist."""
+    reason = pods.image_refusal(session, config)
+    return None if reason is None else status.Refusal(contract.REASON_IMAGE_NOT_ALLOWED, reason)
 
 
 def _condition_message(conditions: Iterable[Mapping[str, Any]]) -> str:

@@ -1,8 +1,10 @@
 """The session program: configuration, wiring, threads, signals and the exit code.
 
 Owns the order of things: configuration (a bad value stops the program with
-one line and a ``Failed`` status), logging, the health server, the lease, the
-auth store, the transport, the delivery worker thread, and shutdown on
+one line and a ``Failed`` status), the ownership check (a pod whose resource
+does not own the tenant stops with ``TenantConflict`` before it touches the
+auth state, the lease or the queue), logging, the health server, the lease,
+the auth store, the transport, the delivery worker thread, and shutdown on
 SIGTERM within ``WASP_SHUTDOWN_TIMEOUT_SECONDS`` (stop taking jobs, final
 checkpoint, stop the transport, release the lease, exit 0). Decides nothing
 about phases: ``lifecycle`` does.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Mapping
@@ -23,7 +26,7 @@ import structlog
 
 from wasp import contract
 from wasp_session.auth_store import AuthStore
-from wasp_session.config import Config, load_config, redis_url_from, tenant_from
+from wasp_session.config import Config, load_config, owner_uid_from, redis_url_from, tenant_from
 from wasp_session.delivery import DeliveryContext, run_delivery
 from wasp_session.errors import EXIT_CONFIG, ConfigError
 from wasp_session.gate import SendGate
@@ -31,6 +34,7 @@ from wasp_session.lease import Lease
 from wasp_session.lifecycle import Lifecycle
 from wasp_session.logs import configure_logging
 from wasp_session.metrics import HealthServer
+from wasp_session.ownership import conflict_message, foreign_owner
 from wasp_session.status import StatusBoard
 from wasp_session.transport.base import Transport
 
@@ -62,20 +66,26 @@ def build_transport(config: Config, client: redis.Redis) -> tuple[Transport, Pat
 
 
 def _report_config_error(env: Mapping[str, str], error: ConfigError) -> None:
-    """One log line, and the reason in the tenant's status when Redis is reachable."""
+    """One log line, and the reason in the tenant's status when Redis is reachable.
+
+    The status is written under the lease (taken for the moment, so the
+    operator relays it) when the lease is free and the owner record does not
+    name another resource; else only logged.
+    """
     written = False
     try:
         tenant = tenant_from(env)
         url = redis_url_from(env)
+        uid = owner_uid_from(env)
     except ConfigError:
         tenant = None
     if tenant is not None:
+        pod = env.get(contract.ENV_POD_NAME, "").strip() or socket.gethostname()
         try:
             with redis.Redis.from_url(url, decode_responses=True, socket_timeout=3) as client:
-                board = StatusBoard(client, tenant, env.get(contract.ENV_POD_NAME) or "")
-                board.record_error("InvalidConfiguration", str(error))
-                board.set_phase("Failed", reason="InvalidConfiguration", message=str(error))
-                written = True
+                written = foreign_owner(client, tenant, uid) is None and _write_failure_leased(
+                    client, tenant, pod, "InvalidConfiguration", str(error)
+                )
         except (redis.RedisError, ValueError):
             written = False
     configure_logging(tenant, "json" if not sys.stderr.isatty() else "console")
@@ -88,6 +98,47 @@ def _report_config_error(env: Mapping[str, str], error: ConfigError) -> None:
     )
 
 
+def _write_failure_leased(
+    client: redis.Redis, tenant: str, pod: str, reason: str, message: str
+) -> bool:
+    """Take the free lease, write phase Failed with its token, release; whether written."""
+    lease = Lease(client, tenant, pod, ttl=10)
+    if not lease.try_acquire():
+        return False
+    try:
+        board = StatusBoard(client, tenant, pod, lease)
+        board.record_error(reason, message)
+        board.set_phase(
+            "Failed", reason=reason, message=message, extra={contract.STATUS_LEASE_HELD: "0"}
+        )
+    finally:
+        lease.release()
+    return True
+
+
+def _refuse_foreign_owner(config: Config) -> bool:
+    """Whether another resource owns the tenant; if so, say so (status and log) and stop."""
+    if config.owner_uid is None:
+        return False
+    with redis.Redis.from_url(config.redis_url, decode_responses=True) as client:
+        owner = foreign_owner(client, config.tenant, config.owner_uid)
+        if owner is None:
+            return False
+        message = conflict_message(config.tenant, owner, config.owner_uid)
+        lease = Lease(client, config.tenant, config.pod_name, config.timings.lease_ttl)
+        board = StatusBoard(client, config.tenant, config.pod_name, lease)  # never acquired
+        written = board.record_refusal(contract.REASON_TENANT_CONFLICT, message)
+    log.error(
+        "tenant_owned_by_another_resource",
+        reason=contract.REASON_TENANT_CONFLICT,
+        owner_uid=owner,
+        uid=config.owner_uid,
+        error=message,
+        status_written=written,
+    )
+    return True
+
+
 def run(env: Mapping[str, str] | None = None) -> int:
     """Run the session from environment variables; return the exit code."""
     environ = os.environ if env is None else env
@@ -97,6 +148,8 @@ def run(env: Mapping[str, str] | None = None) -> int:
         _report_config_error(environ, error)
         return EXIT_CONFIG
     configure_logging(config.tenant, config.log_format)
+    if _refuse_foreign_owner(config):
+        return EXIT_CONFIG
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return Session(config).run()
 
@@ -112,8 +165,8 @@ class Session:
         self.stop = threading.Event()
         self.jobs_stop = threading.Event()
         self.gate = SendGate()
-        self.status = StatusBoard(self.text, config.tenant, config.pod_name)
         self.lease = Lease(self.text, config.tenant, config.pod_name, config.timings.lease_ttl)
+        self.status = StatusBoard(self.text, config.tenant, config.pod_name, self.lease)
         self.transport, database = build_transport(config, self.text)
         self.store = AuthStore(
             self.binary,

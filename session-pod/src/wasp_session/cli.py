@@ -21,8 +21,9 @@ from wasp_session.transport.sim_commands import COMMANDS, CommandError, push_com
 
 _EPILOG = """\
 exit codes: 0 stopped cleanly; 1 Failed (needs a human: client outdated,
-repeated start failures, unreadable auth state); 2 bad configuration;
-3 the connection ended unexpectedly (a restart may help); 4 lost the lease.
+repeated start failures, unreadable auth state); 2 bad configuration, or
+another WhatsAppSession owns the tenant (TenantConflict); 3 the connection
+ended unexpectedly (a restart may help); 4 lost the lease.
 """
 
 
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Run one tenant's WhatsApp session: the connection, its auth state "
             "in Redis, the pairing QR or code, and the tenant's OTP worker. "
             f"Configured by environment variables ({contract.ENV_TENANT}, "
-            f"{contract.ENV_REDIS_URL}, {contract.ENV_AUTH_KEY}, ...)."
+            f"{contract.ENV_REDIS_URL} or {contract.ENV_REDIS_URL_FILE}, "
+            f"{contract.ENV_AUTH_KEY} or {contract.ENV_AUTH_KEY_FILE}, "
+            f"{contract.ENV_OWNER_UID}, ...)."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -52,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--count", type=int, help="fail_sends / fail_starts count")
     simulate.add_argument("--code", type=int, help="ban code")
     simulate.add_argument("--reason", help="connect_failure reason")
-    simulate.add_argument("--jid", help="scan: the account's JID")
+    simulate.add_argument(
+        "--phone", help="scan: the account that scans, E.164 (e.g. +4915112345678)"
+    )
+    simulate.add_argument("--jid", help="scan: the account's JID (instead of --phone)")
     simulate.add_argument("--push-name", help="scan: the account's display name")
     return parser
 
@@ -68,6 +74,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 count=args.count,
                 code=args.code,
                 reason=args.reason,
+                phone=args.phone,
                 jid=args.jid,
                 push_name=args.push_name,
             )

@@ -1,9 +1,19 @@
 """The session pod's configuration, read once from environment variables.
 
-Owns parsing and validation only: ``load_config(environ)`` is a pure function
-that returns a ``Config`` or raises ``ConfigError`` naming the variable and
-what is wrong with it (one line, fit for a log and the status hash). Every
-variable name comes from ``wasp.contract``; nothing here touches Redis.
+Owns parsing and validation only: ``load_config(environ)`` returns a
+``Config`` or raises ``ConfigError`` naming the variable and what is wrong
+with it (one line, fit for a log and the status hash). Every variable name
+comes from ``wasp.contract``; nothing here touches Redis.
+
+The two secrets, the Redis URL (it carries the pod's password) and the auth
+key, come either from a plain variable (``WASP_REDIS_URL``, ``WASP_AUTH_KEY``:
+sandbox mode on a laptop) or from a file that a ``*_FILE`` variable names
+(``WASP_REDIS_URL_FILE``, ``WASP_AUTH_KEY_FILE``: a pod, whose Secrets are
+mounted as files and whose spec holds no secret). The file's content is used
+with surrounding whitespace stripped. Setting both forms of one secret is a
+configuration error: which one wins would be a guess, and a guess about a
+credential is how a pod ends up talking to the wrong Redis. Reading a file is
+the only I/O here; an error never quotes a secret.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from wasp_session.errors import ConfigError
 _TENANT = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # DNS-1123 label
 _PHONE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 _REGION = re.compile(r"^[A-Z]{2}$")
+_UID = re.compile(r"^[A-Za-z0-9-]+$")
+_MAX_UID_CHARS = 128
 _DEFAULT_QR_SECONDS = (60.0, 20.0, 20.0, 20.0, 20.0, 20.0)
 T = TypeVar("T", int, float)
 
@@ -60,6 +72,7 @@ class Config:
     max_start_failures: int = 5
     log_format: str = "auto"
     pod_name: str = ""
+    owner_uid: str | None = None  # the WhatsAppSession's uid, checked against the owner key
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     timings: Timings = field(default_factory=Timings)
 
@@ -102,25 +115,55 @@ def tenant_from(env: Mapping[str, str]) -> str:
     return tenant
 
 
+def _secret(env: Mapping[str, str], name: str, file_name: str) -> tuple[str, str]:
+    """A secret from ``name`` or from the file ``file_name`` names; (value, variable used)."""
+    plain = env.get(name, "").strip()
+    path = env.get(file_name, "").strip()
+    if plain and path:
+        raise ConfigError(name, f"is set and so is {file_name}: set only one of them")
+    if plain:
+        return plain, name
+    if not path:
+        raise ConfigError(name, f"is required but not set (nor {file_name})")
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+        raise ConfigError(file_name, f"cannot read {path}: {why}") from None
+    if not value:
+        raise ConfigError(file_name, f"the file {path} is empty")
+    return value, file_name
+
+
 def redis_url_from(env: Mapping[str, str]) -> str:
-    """The Redis URL, checked for a redis scheme."""
-    url = _required(env, contract.ENV_REDIS_URL)
+    """The Redis URL (plain or from its file), checked for a redis scheme."""
+    url, variable = _secret(env, contract.ENV_REDIS_URL, contract.ENV_REDIS_URL_FILE)
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(contract.ENV_REDIS_URL, "must start with redis://, rediss:// or unix://")
+        raise ConfigError(variable, "must start with redis://, rediss:// or unix://")
     return url
 
 
 def _auth_key(env: Mapping[str, str]) -> bytes:
-    raw = _required(env, contract.ENV_AUTH_KEY)
+    raw, variable = _secret(env, contract.ENV_AUTH_KEY, contract.ENV_AUTH_KEY_FILE)
     try:
         key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        raise ConfigError(contract.ENV_AUTH_KEY, "is not valid base64") from None
+        raise ConfigError(variable, "is not valid base64") from None
     if len(key) != 32:  # noqa: PLR2004 - AES-256
-        raise ConfigError(
-            contract.ENV_AUTH_KEY, f"must be base64 of 32 bytes, got {len(key)} bytes"
-        )
+        raise ConfigError(variable, f"must be base64 of 32 bytes, got {len(key)} bytes")
     return key
+
+
+def owner_uid_from(env: Mapping[str, str]) -> str | None:
+    """The uid of the WhatsAppSession this pod runs for (set by the operator), if any."""
+    uid = env.get(contract.ENV_OWNER_UID, "").strip()
+    if not uid:
+        return None
+    if len(uid) > _MAX_UID_CHARS or not _UID.match(uid):
+        raise ConfigError(
+            contract.ENV_OWNER_UID, "must be a Kubernetes uid (letters, digits and '-')"
+        )
+    return uid
 
 
 def _pairing_phone(env: Mapping[str, str], method: str) -> str | None:
@@ -243,6 +286,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         max_start_failures=_number(env, contract.ENV_MAX_START_FAILURES, int, 5, 1),
         log_format=_choice(env, contract.ENV_LOG_FORMAT, contract.LOG_FORMATS, "auto"),
         pod_name=env.get(contract.ENV_POD_NAME, "").strip() or socket.gethostname(),
+        owner_uid=owner_uid_from(env),
         delivery=_delivery(env),
         timings=_timings(env),
     )

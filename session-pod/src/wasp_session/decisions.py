@@ -1,10 +1,11 @@
 """What the session does next: pure functions from events and counters to decisions.
 
 Owns the event table of notes/neonize.md as code (``decide``), the reconnect
-backoff (``backoff_delay``, full jitter, capped) and when a start failure or
-a pairing window ends the road. No I/O, no clocks, no randomness of its own
-(callers pass them in), so every row has a plain unit test. The lifecycle
-carries the decisions out.
+backoff (``backoff_delay``, full jitter, capped), when a start failure or
+a pairing window ends the road, and whether an account may be used under the
+tenant's pin (``judge_account``, with the sentence a refusal shows). No I/O,
+no clocks, no randomness of its own (callers pass them in), so every row has
+a plain unit test. The lifecycle carries the decisions out.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from wasp import contract
+from wasp.accounts import mask_account
 from wasp_session.transport.base import (
     Connected,
     ConnectFailed,
@@ -52,6 +55,16 @@ class Action(enum.Enum):
     RECEIPT = "receipt"  # hand to delivery.receipts, debounce a checkpoint
     TIMELOCK = "timelock"  # set or clear the timelock condition
     METRIC = "metric"  # count it, nothing else
+    REFUSE_ACCOUNT = "refuse_account"  # log out, wipe, no checkpoint, no send; wait for `pair`
+
+
+class AccountVerdict(enum.Enum):
+    """What an account that paired or connected means under the tenant's pin."""
+
+    PIN = "pin"  # nothing pinned yet: pin this account, then go on
+    MATCH = "match"  # the pinned account: go on
+    MISMATCH = "mismatch"  # another account: refuse it
+    UNKNOWN = "unknown"  # the transport could not say which account: send nothing
 
 
 @dataclass(frozen=True)
@@ -156,3 +169,36 @@ def decide(event: TransportEvent, *, windows_used: int, max_windows: int) -> Dec
             return Decision(Action.TIMELOCK)
         case TransportStopped(reason=reason):
             return Decision(Action.RESTART_PROCESS, "Reconnecting", "TransportStopped", reason)
+
+
+def judge_account(pinned: str | None, account: str) -> AccountVerdict:
+    """Whether ``account`` (digits, ``""`` if unknown) may be used when ``pinned`` is the pin."""
+    if not account:
+        return AccountVerdict.UNKNOWN
+    if pinned is None:
+        return AccountVerdict.PIN
+    return AccountVerdict.MATCH if account == pinned else AccountVerdict.MISMATCH
+
+
+def account_refusal(
+    verdict: AccountVerdict, *, tenant: str, account: str, pinned: str | None, restored: bool
+) -> Decision:
+    """Phase Failed / ``AccountMismatch`` with the sentence saying what to do.
+
+    ``restored``: the account came from the stored device (a reconnect), not
+    from a pairing just now. Numbers keep their country code and last digits.
+    """
+    rearm = f"to link another account run `wasp pair {tenant} --new-account`"
+    if verdict is AccountVerdict.UNKNOWN:
+        message = (
+            "connected, but WhatsApp did not say which account this device belongs to; "
+            f"nothing is sent from it. Run `wasp pair {tenant}` to pair again"
+        )
+    else:
+        how = "the stored device belongs to" if restored else "paired with"
+        pin = mask_account(pinned or "")
+        message = (
+            f"{how} {mask_account(account)} but this session is pinned to {pin}; "
+            f"the device was logged out and nothing is sent from it; {rearm}"
+        )
+    return Decision(Action.REFUSE_ACCOUNT, "Failed", contract.REASON_ACCOUNT_MISMATCH, message)

@@ -2,11 +2,13 @@
 
 ``wasp_session.jobs.send_otp`` (``contract.OTP_JOB_FUNCTION``) is a stable
 import path: an API enqueues it with plain RQ, without importing wasp, on
-queue ``otp-delivery:<tenant>`` with the message id as job id::
+queue ``otp-delivery:<tenant>``, serialized as JSON, with job id
+``<tenant>_<message id>`` (``contract.job_id``)::
 
+    queue = Queue("otp-delivery:acme", connection=redis, serializer=JSONSerializer)
     queue.enqueue(
         "wasp_session.jobs.send_otp",
-        job_id=message_id,
+        job_id=f"acme_{message_id}",
         kwargs={
             "phone": "+4915112345678",
             "code": "493817",
@@ -16,12 +18,15 @@ queue ``otp-delivery:<tenant>`` with the message id as job id::
     )
 
 Keyword arguments: ``phone`` (E.164, or national with the tenant's default
-region), ``code`` (4-10 ASCII letters/digits), ``message_id`` (equal to the
-job id), ``ttl_seconds`` (counted from the job's creation), and optionally
-``template`` (``{code}`` and ``{minutes}`` only). Anything else fails the
-message with reason ``invalid_job``. The function accepts any arguments so
-that a malformed job is recorded as such instead of raising in RQ. It runs
-only inside the session process, which binds the delivery that does the work.
+region), ``code`` (4-10 ASCII letters/digits), ``message_id`` (the bare id,
+the job id without its ``<tenant>_``), ``ttl_seconds`` (counted from the
+job's creation), and optionally ``template`` (``{code}`` and ``{minutes}``
+only). Anything else fails the message with reason ``invalid_job``. The
+worker calls this function only for a job it has judged to be exactly the
+OTP job (``delivery.admission``: JSON, this function, no callbacks or
+dependencies, bounded size); the function accepts any arguments so that a
+malformed one is recorded as such instead of raising in RQ. It runs only
+inside the session process, which binds the delivery that does the work.
 """
 
 from __future__ import annotations

@@ -63,6 +63,13 @@ class Lease:
         """Whether this pod believes it holds the lease (last renew succeeded)."""
         return self.value is not None
 
+    def held(self) -> tuple[str, int] | None:
+        """The lease's value and fencing token while we hold it, else ``None``."""
+        with self._lock:
+            if self._value is None or self.token is None:
+                return None
+            return self._value, self.token
+
     def try_acquire(self) -> bool:
         """Claim the lease if nobody holds it; a new fencing token each time."""
         if self.holds():

@@ -5,7 +5,8 @@ Owns the one-time configuration of structlog and of the root stdlib logger
 end up in the same stream with the same fields). JSON when stderr is not a
 terminal, pretty on one (``WASP_LOG_FORMAT`` overrides). Every line carries
 ``tenant``: it is added by a processor, not by context variables, because
-threads do not inherit those.
+threads do not inherit those. Phone numbers are masked in every line, ours
+and foreign (``wasp.redaction.mask_log_fields``).
 
 neonize calls ``logging.basicConfig`` when imported; ``configure_logging``
 replaces the root handlers (``force``) so calling it again after the import
@@ -20,6 +21,8 @@ from typing import Any
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from wasp.redaction import mask_log_fields
 
 # whatsmeow's chatty loggers: INFO from them is noise in a cluster.
 _QUIET_LOGGERS = ("Whatsmeow.Database", "whatsmeow.Database")
@@ -62,6 +65,7 @@ def configure_logging(tenant: str | None, log_format: str = "auto") -> None:
         foreign_pre_chain=[*shared, structlog.processors.format_exc_info],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            mask_log_fields,  # last, on every line and traceback: country code and 2 digits only
             _renderer(log_format),
         ],
     )

@@ -1,10 +1,23 @@
-"""The tenant's status hash and its events channel, written by this pod alone.
+"""The tenant's status hash and its events channel, written by the lease holder alone.
 
 Owns ``wasp:<tenant>:status`` and ``wasp:<tenant>:events`` (and the QR
-channel): every change is one MULTI (set fields, delete fields) followed by a
-publication of the whole hash as JSON, so a reader needs only the latest
-message. The heartbeat is refreshed without a publication (it is not a
-change). Decides nothing: the lifecycle says what to write.
+channel). Every change is one Lua script that writes only while the lease
+still holds this pod's value, sets and deletes fields, stamps the lease's
+fencing token (``lease_token``) and returns the hash, which is then
+published as JSON, so a reader needs only the latest message. The operator
+relays a status only when its ``lease_token`` is the lease's current token:
+a pod without the lease can therefore never put a phase, a QR code or a
+pairing code into any resource's status, and this module never lets it try
+(a write without the lease raises ``LeaseLostError``).
+
+A pod waiting for the lease writes only the standby fields (never the phase,
+never the token). A pod that refuses to start (bad configuration, another
+resource owns the tenant) may leave its reason with ``record_refusal``: only
+while no pod holds the lease, and without a token, so the operator never
+relays it and no live holder's status is overwritten.
+
+The heartbeat is refreshed without a publication (it is not a change).
+Decides nothing: the lifecycle says what to write.
 """
 
 from __future__ import annotations
@@ -12,18 +25,36 @@ from __future__ import annotations
 import json
 import threading
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from wasp import contract, timestamps
 from wasp.timestamps import format_seconds
+from wasp_session.errors import LeaseLostError
+from wasp_session.lease import Lease
 
 PAIRING_FIELDS = (
     contract.STATUS_QR,
     contract.STATUS_PAIRING_CODE,
     contract.STATUS_PAIRING_EXPIRES_AT,
 )
+
+# KEYS: status hash, lease. ARGV[1]: the lease value we hold, or "" for "only
+# while nobody holds the lease"; ARGV[2]: n, the number of fields to set;
+# then n field/value pairs; then the fields to delete.
+_WRITE = """
+local lease = redis.call('GET', KEYS[2])
+if ARGV[1] == '' then
+  if lease then return false end
+elseif lease ~= ARGV[1] then
+  return false
+end
+local n = tonumber(ARGV[2])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + 2 * n)) end
+if #ARGV > 2 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 3 + 2 * n, #ARGV)) end
+return redis.call('HGETALL', KEYS[1])
+"""
 
 
 def utc_now() -> str:
@@ -37,35 +68,56 @@ def rfc3339(epoch_seconds: float) -> str:
 
 
 class StatusBoard:
-    """Writes the status hash and publishes every change."""
+    """Writes the status hash (fenced by the lease) and publishes every change."""
 
-    def __init__(self, client: redis.Redis, tenant: str, pod_name: str) -> None:
-        """Write for ``tenant`` as ``pod_name`` with a ``decode_responses`` client."""
+    def __init__(self, client: redis.Redis, tenant: str, pod_name: str, lease: Lease) -> None:
+        """Write for ``tenant`` as ``pod_name`` under ``lease``; ``client`` decodes to ``str``."""
         self._redis = client
         self._tenant = tenant
         self._pod = pod_name
+        self._lease = lease
         self._key = contract.status_key(tenant)
+        self._write = client.register_script(_WRITE)
         self._lock = threading.Lock()
+
+    def _run(self, lease_value: str, values: dict[str, str], remove: tuple[str, ...]) -> Any:  # noqa: ANN401 - a script's reply
+        pairs = [item for field in values.items() for item in field]
+        return self._write(
+            keys=[self._key, self._lease.key], args=[lease_value, len(values), *pairs, *remove]
+        )
+
+    def _publish(self, reply: list[str]) -> dict[str, str]:
+        status = dict(zip(reply[::2], reply[1::2], strict=True))
+        self._redis.publish(
+            contract.events_channel(self._tenant), json.dumps(status, sort_keys=True)
+        )
+        return status
 
     def update(
         self, fields: dict[str, str] | None = None, remove: tuple[str, ...] = ()
     ) -> dict[str, str]:
-        """Set ``fields``, delete ``remove``, publish the whole hash; return it."""
+        """Set ``fields``, delete ``remove``, publish the whole hash; return it.
+
+        Raises ``LeaseLostError`` (and forgets the lease) if this pod does not
+        hold the lease: then nothing was written.
+        """
+        held = self._lease.held()
+        if held is None:
+            msg = "status write without the lease"
+            raise LeaseLostError(msg)
+        lease_value, token = held
         values = dict(fields or {})
         values[contract.STATUS_POD] = self._pod
+        values[contract.STATUS_LEASE_TOKEN] = str(token)
         if contract.STATUS_PHASE in values:
             values[contract.STATUS_UPDATED_AT] = utc_now()
         with self._lock:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(self._key, mapping=cast("dict[Any, Any]", values))
-            if remove:
-                pipe.hdel(self._key, *remove)
-            pipe.hgetall(self._key)
-            status: dict[str, str] = pipe.execute()[-1]
-            self._redis.publish(
-                contract.events_channel(self._tenant), json.dumps(status, sort_keys=True)
-            )
-        return status
+            reply = self._run(lease_value, values, remove)
+            if reply is None:
+                self._lease.forget()
+                msg = "the lease was lost before the status was written"
+                raise LeaseLostError(msg)
+            return self._publish(reply)
 
     def set_phase(
         self,
@@ -95,6 +147,34 @@ class StatusBoard:
             }
         )
 
+    def record_refusal(self, reason: str, message: str) -> bool:
+        """Say why this pod will not run (phase Failed), unless a pod holds the lease.
+
+        For a pod that stops before it ever holds the lease. The status gets
+        no ``lease_token`` (any old one is removed, with the pairing fields),
+        so the operator relays none of it; a live holder's status is left as
+        it is. Returns whether the status was written.
+        """
+        now = utc_now()
+        values = {
+            contract.STATUS_PHASE: "Failed",
+            contract.STATUS_REASON: reason,
+            contract.STATUS_MESSAGE: message,
+            contract.STATUS_LAST_ERROR_REASON: reason,
+            contract.STATUS_LAST_ERROR_MESSAGE: message,
+            contract.STATUS_LAST_ERROR_AT: now,
+            contract.STATUS_LEASE_HELD: "0",
+            contract.STATUS_POD: self._pod,
+            contract.STATUS_UPDATED_AT: now,
+        }
+        remove = (*PAIRING_FIELDS, contract.STATUS_PAIRING_WINDOW, contract.STATUS_LEASE_TOKEN)
+        with self._lock:
+            reply = self._run("", values, remove)
+            if reply is None:
+                return False
+            self._publish(reply)
+        return True
+
     def publish_pairing(self, code: str) -> None:
         """Publish a new QR string or pairing code on the QR channel."""
         self._redis.publish(contract.qr_channel(self._tenant), code)
@@ -104,7 +184,7 @@ class StatusBoard:
         self._redis.hset(self._key, contract.STATUS_HEARTBEAT, utc_now())
 
     def announce_standby(self) -> None:
-        """Say that this pod waits for the lease, without touching the phase."""
+        """Say that this pod waits for the lease, without touching the phase or the token."""
         self._redis.hset(
             self._key,
             mapping={

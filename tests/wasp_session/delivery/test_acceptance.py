@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 import redis
-from rq import Queue
 
 from harness.redis_server import RedisServer
 from harness.session_process import SessionProcess, new_auth_key, session_env
-from wasp import WaspClient, contract
+from wasp import WaspClient, contract, queueing
 
 TENANT = "acme"
 PHONE = "+4915112345678"
@@ -151,7 +150,7 @@ def test_the_documented_plain_rq_snippet_delivers_an_otp_to_read(
 
 def _enqueue_many(raw_redis: redis.Redis, count: int) -> list[str]:
     """Enqueue ``count`` OTPs with plain RQ (the fastest way an API can), codes unique."""
-    queue = Queue(contract.delivery_queue(TENANT), connection=raw_redis)
+    queue = queueing.otp_queue(raw_redis, TENANT)
     ids = [f"bulk-{i:05d}" for i in range(count)]
     for start in range(0, count, 500):
         with raw_redis.pipeline() as pipe:
@@ -164,7 +163,7 @@ def _enqueue_many(raw_redis: redis.Redis, count: int) -> list[str]:
                         "message_id": message_id,
                         "ttl_seconds": 3600,
                     },
-                    job_id=message_id,
+                    job_id=contract.job_id(TENANT, message_id),
                     pipeline=pipe,
                 )
             pipe.execute()
@@ -268,15 +267,15 @@ def test_bad_jobs_end_with_their_reason_and_the_worker_serves_the_next(
 ) -> None:
     pod.start(scan=True)
     redis_client.sadd(contract.simulator_absent_key(TENANT), "+4915199999999")
-    queue = Queue(contract.delivery_queue(TENANT), connection=raw_redis)
+    queue = queueing.otp_queue(raw_redis, TENANT)
     client = WaspClient(redis_client, TENANT)
     good_ids = []
     for number, (arguments, _reason) in enumerate(BAD_JOBS):
-        job_id = f"bad-{number}"
+        message_id = f"bad-{number}"
         queue.enqueue_call(
             contract.OTP_JOB_FUNCTION,
-            kwargs={"message_id": job_id, "ttl_seconds": 60, **arguments},
-            job_id=job_id,
+            kwargs={"message_id": message_id, "ttl_seconds": 60, **arguments},
+            job_id=contract.job_id(TENANT, message_id),
         )
         good_ids.append(client.send_otp(PHONE, f"{9000 + number}"))
     for number, (_arguments, reason) in enumerate(BAD_JOBS):

@@ -9,6 +9,7 @@ thread, fed by the real client library through a real redis-server.
 from __future__ import annotations
 
 import itertools
+import json
 import queue
 import threading
 import time
@@ -17,9 +18,9 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
-from rq import Queue
+import structlog
 
-from wasp import WaspClient, contract
+from wasp import WaspClient, contract, queueing
 from wasp.messages import MessageStatus
 from wasp_session.delivery import DeliveryContext, DeliverySettings, run_delivery
 from wasp_session.delivery.receipts import apply_receipt
@@ -43,6 +44,7 @@ class PhoneNetwork:
     absent: set[str] = field(default_factory=set)
     sent: list[tuple[str, str, float]] = field(default_factory=list)
     transient_failures: int = 0
+    failure_text: str = "network hiccup"
     connected: bool = True
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _events: queue.Queue[TransportEvent] = field(default_factory=queue.Queue)
@@ -66,8 +68,7 @@ class PhoneNetwork:
             raise NotConnectedError
         if self.transient_failures:
             self.transient_failures -= 1
-            msg = "network hiccup"
-            raise SendError(msg, transient=True)
+            raise SendError(self.failure_text, transient=True)
         self.sent.append((phone_digits, text, time.time()))
         return SentMessage(whatsapp_id=f"WA{next(self._ids)}", timestamp=time.time())
 
@@ -102,11 +103,11 @@ class Delivery:
                 **{**self.redis.connection_pool.connection_kwargs, "decode_responses": False}
             )
         )
-        job_id = str(kwargs.get("message_id", "raw-job"))
-        Queue(contract.delivery_queue(TENANT), connection=raw).enqueue_call(
-            contract.OTP_JOB_FUNCTION, kwargs=kwargs, job_id=job_id
+        message_id = str(kwargs.get("message_id", "raw-job"))
+        queueing.otp_queue(raw, TENANT).enqueue_call(
+            contract.OTP_JOB_FUNCTION, kwargs=kwargs, job_id=contract.job_id(TENANT, message_id)
         )
-        return job_id
+        return message_id
 
 
 def start_delivery(
@@ -261,3 +262,86 @@ def test_the_rate_limit_spaces_sends(redis_server: object, redis_client: redis.R
     times = sorted(at for _, _, at in running.network.sent)
     # 600 a minute: no window of 1 s (a tenth of the rule's minute) holds more than 10.
     assert all(b - a >= 0.1 for a, b in itertools.pairwise(times))
+
+
+# --------------------------------------------------------------------------
+# Data hygiene: RQ's keys live as long as the OTP, logs never hold a number.
+# --------------------------------------------------------------------------
+def rq_keys_of(redis_client: redis.Redis, message_id: str) -> list[str]:
+    """Every RQ key that names the message's job (job hash, results, executions, ...)."""
+    job_id = contract.job_id(TENANT, message_id)
+    keys = [str(key) for key in redis_client.keys("rq:*")]  # the client decodes: str
+    return sorted(key for key in keys if job_id in key)
+
+
+@pytest.mark.isolation
+def test_the_job_and_its_result_expire_with_the_otp_not_after_rqs_defaults(
+    delivery: Delivery,
+) -> None:
+    ttl = 2
+    lifetime = queueing.job_lifetime_seconds(ttl)
+    delivery.gate.close()
+    time.sleep(1.2)  # a wait for a job already under way (1 s) ends; the worker waits at the gate
+    by_client = delivery.client.send_otp(PHONE, "1111", ttl_seconds=ttl)
+    by_plain_rq = delivery.enqueue_raw(phone=PHONE, code="2222", message_id="raw", ttl_seconds=ttl)
+    job_key = f"rq:job:{contract.job_id(TENANT, by_client)}"
+    assert 0 < delivery.redis.ttl(job_key) <= lifetime  # waiting: RQ's ttl, not for ever
+    delivery.gate.open()
+    for message_id in (by_client, by_plain_rq):
+        assert delivery.wait(message_id).state == "sent"
+        job_id = contract.job_id(TENANT, message_id)
+        deadline = time.monotonic() + 10
+        while delivery.redis.hget(f"rq:job:{job_id}", "status") != "finished":
+            assert time.monotonic() < deadline  # RQ records the end just after the send
+            time.sleep(0.05)
+        keys = rq_keys_of(delivery.redis, message_id)
+        assert {f"rq:job:{job_id}", f"rq:results:{job_id}"} <= set(keys)
+        # Finished: kept for the OTP's ttl plus the margin, not RQ's 500 s / one year.
+        assert all(0 < delivery.redis.ttl(key) <= lifetime for key in keys), keys
+    deadline = time.monotonic() + lifetime + 5
+    while any(rq_keys_of(delivery.redis, m) for m in (by_client, by_plain_rq)):
+        assert time.monotonic() < deadline, [rq_keys_of(delivery.redis, by_client)]
+        time.sleep(0.5)
+    assert delivery.client.message_status(by_client).state == "sent"  # the message hash stays
+
+
+@pytest.mark.isolation
+def test_a_job_that_outlived_its_rq_ttl_unseen_ends_its_message_expired(
+    delivery: Delivery,
+) -> None:
+    delivery.gate.close()
+    time.sleep(1.2)  # as above: no job is taken until the gate opens
+    message_id = delivery.client.send_otp(PHONE, "3333", ttl_seconds=1)
+    delivery.redis.delete(f"rq:job:{contract.job_id(TENANT, message_id)}")  # as RQ's ttl would
+    time.sleep(1.2)
+    delivery.gate.open()
+    status = delivery.wait(message_id)
+    assert (status.state, status.reason) == ("failed", "expired")
+    assert delivery.network.sent == []
+
+
+@pytest.mark.isolation
+def test_no_log_line_of_the_client_or_the_worker_holds_a_full_phone_number(
+    redis_server: object, redis_client: redis.Redis
+) -> None:
+    absent, invalid = "+4915199999999", "+49151"
+    with structlog.testing.capture_logs() as logs:
+        running, finish = start_delivery(redis_server.url, redis_client)  # type: ignore[attr-defined]
+        try:
+            running.network.absent.add(absent.removeprefix("+"))
+            running.network.transient_failures = 1
+            running.network.failure_text = f"could not reach {PHONE} just now"
+            ids = [
+                running.client.send_otp(PHONE, "1234"),
+                running.client.send_otp(absent, "1234"),
+                running.enqueue_raw(phone=invalid, code="1234", message_id="bad", ttl_seconds=60),
+            ]
+            states = [running.wait(message_id).reason for message_id in ids]
+        finally:
+            finish()
+    assert states == [None, "not_on_whatsapp", "invalid_number"]
+    text = json.dumps(logs, default=str)
+    for number in (PHONE, absent):
+        assert number.removeprefix("+") not in text
+    events = {entry["event"] for entry in logs}
+    assert {"otp_enqueued", "otp_retry_scheduled", "otp_sent", "otp_failed"} <= events

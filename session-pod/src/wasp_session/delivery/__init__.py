@@ -3,8 +3,10 @@
 ``run_delivery`` is the one entry point the session's app calls, on a thread
 of its own, once the transport is started: it publishes the tenant's
 delivery settings for clients, binds the job function to this session
-(``runtime``), runs RQ's scheduler on a helper thread and the gated
-``SimpleWorker`` on the calling thread until ``stop`` is set. Never forks.
+(``runtime``), moves due retries back onto the queue on a helper thread and
+runs the gated ``SimpleWorker`` on the calling thread until ``stop`` is set.
+Jobs are JSON (``wasp.queueing``) and judged before anything runs
+(``admission``). Never forks.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ import uuid
 
 import redis
 import structlog
-from rq import Queue
 
-from wasp import contract
-from wasp.messages import MessageStore
+from wasp import contract, queueing
 from wasp_session.delivery import runtime
 from wasp_session.delivery.context import DeliveryContext, DeliverySettings
+from wasp_session.delivery.intake import JobIntake, OtpQueue
 from wasp_session.delivery.sender import OtpSender
 from wasp_session.delivery.worker import GatedWorker, run_scheduler
 
@@ -49,25 +50,25 @@ def run_delivery(context: DeliveryContext, stop: threading.Event) -> None:
     client = redis.Redis.from_url(context.redis_url)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     queue_name = contract.delivery_queue(context.tenant)
-    queue = Queue(queue_name, connection=client)
-    store = MessageStore(client, context.tenant)
+    queue = queueing.otp_queue(client, context.tenant, queue_class=OtpQueue)
+    scheduler_client = redis.Redis.from_url(context.redis_url)
     sender = OtpSender(context, client, stop, owner)
     scheduler = threading.Thread(
         target=run_scheduler,
-        args=(queue_name, redis.Redis.from_url(context.redis_url), stop),
+        args=(queueing.otp_queue(scheduler_client, context.tenant), stop),
         name="otp-scheduler",
         daemon=True,
     )
-
-    def is_message_done(message_id: str) -> bool:
-        status = store.get(message_id)
-        return status is not None and not status.is_pending
 
     publish_settings(client, context)
     runtime.bind(sender)
     scheduler.start()
     worker = GatedWorker(
-        queue, tenant=context.tenant, gate=context.gate, stop=stop, is_message_done=is_message_done
+        queue,
+        tenant=context.tenant,
+        gate=context.gate,
+        stop=stop,
+        intake=JobIntake(queue, context.tenant, context.settings.ttl_seconds),
     )
     log.info("delivery_started", tenant=context.tenant, queue=queue_name, owner=owner)
     try:
@@ -76,5 +77,6 @@ def run_delivery(context: DeliveryContext, stop: threading.Event) -> None:
         runtime.unbind(sender)
         stop.set()
         scheduler.join(timeout=5)
+        scheduler_client.close()
         client.close()
         log.info("delivery_stopped", tenant=context.tenant)

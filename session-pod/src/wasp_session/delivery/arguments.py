@@ -2,10 +2,12 @@
 
 Owns the job's keyword contract (``phone``, ``code``, ``message_id``,
 ``ttl_seconds``, optional ``template``) and its check; anything else (a
-missing or extra argument, a positional one, a wrong type, a message id that
-is not the job id) is an ``InvalidJobError`` whose message says what to fix,
-and the message ends ``failed/invalid_job``. The code's and the template's
-own rules live in ``wasp.templates``; this module checks only shapes.
+missing or extra argument, a positional one, a wrong type, a job id that is
+not ``contract.job_id(tenant, message_id)``) is an ``InvalidJobError`` whose
+message says what to fix (quoting at most ``contract.MAX_ECHOED_INPUT_CHARS``
+characters of input), and the message ends ``failed/invalid_job``. The
+code's and the template's own rules live in ``wasp.templates``; this module
+checks only shapes. ``admission.py`` judges the job as a whole first.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
+
+from wasp import contract
+from wasp.redaction import echo
 
 REQUIRED: Final = ("phone", "code", "message_id", "ttl_seconds")
 OPTIONAL: Final = ("template",)
@@ -37,7 +42,7 @@ class OtpRequest:
 
 
 def parse_arguments(
-    args: Sequence[object], kwargs: Mapping[str, object], job_id: str
+    args: Sequence[object], kwargs: Mapping[str, object], job_id: str, tenant: str
 ) -> OtpRequest:
     """Check the job's arguments; return them typed or raise ``InvalidJobError``."""
     if args:
@@ -49,15 +54,17 @@ def parse_arguments(
         raise InvalidJobError(msg)
     extra = sorted(set(kwargs) - set(REQUIRED) - set(OPTIONAL))
     if extra:
-        msg = f"unknown argument(s): {', '.join(extra)}; allowed: {', '.join(REQUIRED + OPTIONAL)}"
+        shown = echo(", ".join(extra))
+        msg = f"unknown argument(s): {shown}; allowed: {', '.join(REQUIRED + OPTIONAL)}"
         raise InvalidJobError(msg)
     message_id, phone, code = kwargs["message_id"], kwargs["phone"], kwargs["code"]
     ttl, template = kwargs["ttl_seconds"], kwargs.get("template")
     if not isinstance(message_id, str) or not MESSAGE_ID_PATTERN.fullmatch(message_id):
         msg = "message_id must be 1-128 letters, digits, '-' or '_'"
         raise InvalidJobError(msg)
-    if message_id != job_id:
-        msg = f"the job id {job_id!r} must equal message_id {message_id!r} (enqueue with job_id=)"
+    if job_id != contract.job_id(tenant, message_id):
+        expected = contract.job_id(tenant, message_id)
+        msg = f"the job id {echo(job_id)} must be {echo(expected)} (enqueue with job_id=)"
         raise InvalidJobError(msg)
     for name, value in (("phone", phone), ("code", code)):
         if not isinstance(value, str):

@@ -35,6 +35,7 @@ from wasp import contract
 from wasp.errors import InvalidCodeError, InvalidNumberError, InvalidTemplateError
 from wasp.messages import FailureReason, MessageStore, decode_reply
 from wasp.phones import e164_digits, normalize_phone
+from wasp.redaction import mask_numbers
 from wasp.templates import render_message
 from wasp.timestamps import as_utc, format_timestamp, utc_now
 from wasp_session.delivery import metrics
@@ -100,11 +101,11 @@ class OtpSender:
     # ------------------------------------------------------------ the job
     def handle(self, job: Job, args: tuple[object, ...], kwargs: dict[str, object]) -> Retry | None:
         """Run one OTP job; return ``Retry`` for RQ to run it again after a backoff."""
-        message_id = job.id
+        message_id = contract.message_id_of_job(self._tenant, job.id) or job.id
         job_log = self._log.bind(message_id=message_id)
         created_at = as_utc(job.created_at)
         try:
-            request = parse_arguments(args, kwargs, job.id)
+            request = parse_arguments(args, kwargs, job.id, self._tenant)
         except InvalidJobError as error:
             ttl = kwargs.get("ttl_seconds")
             ttl_seconds = ttl if isinstance(ttl, int) and ttl > 0 else self._settings.ttl_seconds
@@ -340,7 +341,9 @@ class OtpSender:
             msg = f"not sent: {error}; its time to live ends before the next attempt"
             self._fail(job_log, message_id, "expired", msg)
             return None
-        job_log.info("otp_retry_scheduled", attempt=attempt, delay_seconds=delay, error=error)
+        job_log.info(
+            "otp_retry_scheduled", attempt=attempt, delay_seconds=delay, error=mask_numbers(error)
+        )
         return Retry(max=attempts - 1, interval=intervals)
 
     def _fail(
@@ -352,6 +355,6 @@ class OtpSender:
     ) -> None:
         if self._store.fail(message_id, reason, error):
             metrics.count_state(self._tenant, "failed", reason)
-            job_log.warning("otp_failed", reason=reason, error=error)
+            job_log.warning("otp_failed", reason=reason, error=mask_numbers(error))
         else:
-            job_log.info("otp_fail_ignored", reason=reason, error=error)
+            job_log.info("otp_fail_ignored", reason=reason, error=mask_numbers(error))

@@ -3,15 +3,17 @@
 Commands are JSON objects pushed (RPUSH) on ``contract.simulator_commands_key``
 (``wasp:<tenant>:sim:commands``); the session pod holding the lease plays
 them in order. ``wasp-session simulate <command> --tenant T --redis-url U
-[--seconds S] [--count N] [--code C] [--reason R] [--jid J] [--push-name P]``
-pushes one from a shell.
+[--seconds S] [--count N] [--code C] [--reason R] [--phone +CC…] [--jid J]
+[--push-name P]`` pushes one from a shell.
 
 ======================  =====================================================
 command                 effect
 ======================  =====================================================
 ``scan``                the phone scans the live QR / types the code: pairs
-                        (``jid``, ``push_name`` optional). Before the first
-                        QR it is kept and applied when one is shown.
+                        the account ``phone`` (E.164, e.g. ``+4915112345678``)
+                        or ``jid`` (default: the pairing phone, else
+                        ``+4915100000000``; ``push_name`` optional). Before
+                        the first QR it is kept and applied when one is shown.
 ``disconnect``          the socket drops; back after ``seconds`` (default 1)
 ``logout``              the phone unlinks the device (LoggedOut)
 ``stream_replaced``     another client took the account (Conflict)
@@ -39,6 +41,7 @@ until played in ``contract.simulator_receipts_key``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +66,8 @@ COMMANDS = (
     "keepalive_restored",
     "crash",
 )
-ARGUMENTS = ("seconds", "count", "code", "reason", "jid", "push_name")
+_PHONE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
+ARGUMENTS = ("seconds", "count", "code", "reason", "phone", "jid", "push_name")
 
 
 class CommandError(ValueError):
@@ -103,6 +107,10 @@ def parse_command(raw: str) -> SimCommand:
         msg = f"unknown command in {raw[:80]!r}; known: {', '.join(COMMANDS)}"
         raise CommandError(msg)
     arguments = {key: value for key, value in data.items() if key in ARGUMENTS}
+    phone = arguments.get("phone")
+    if phone is not None and not _PHONE.match(str(phone)):
+        msg = f"{data['command']}: phone must be an E.164 number, got {str(phone)[:80]!r}"
+        raise CommandError(msg)
     return SimCommand(name=str(data["command"]), arguments=arguments)
 
 

@@ -36,6 +36,7 @@ import redis
 import structlog
 
 from wasp import contract
+from wasp.accounts import account_of_jid, mask_account
 from wasp_session.transport.base import (
     Connected,
     ConnectFailed,
@@ -64,6 +65,7 @@ from wasp_session.transport.sim_device import Device, DeviceFile
 
 DATABASE_NAME = "simulator.db"
 _POLL_SECONDS = 0.1
+_DEFAULT_ACCOUNT = "4915100000000"  # the account a bare `scan` pairs
 _RECEIPT_BATCH = 100  # receipts claimed a round (10 rounds a second): at most this many in flight
 log = structlog.stdlib.get_logger("wasp_session.simulator")
 
@@ -179,7 +181,12 @@ class SimulatorTransport:
         return not any(pipe.execute())
 
     def logout(self) -> None:
-        """Unlink the simulated device."""
+        """Unlink the simulated device (as WhatsApp would: the phone no longer lists it)."""
+        device = self._device.load()
+        log.info(
+            "simulator_device_logged_out",
+            device=mask_account(account_of_jid(device.jid)) if device else None,
+        )
         self._logged_out("logged out by this device")
 
     def stop(self) -> None:
@@ -292,7 +299,11 @@ class SimulatorTransport:
         except CommandError as error:
             log.warning("simulator_command_rejected", error=str(error))
             return
-        log.info("simulator_command", command=command.name, **command.arguments)
+        shown = {
+            name: mask_account(account_of_jid(str(value))) if name in ("phone", "jid") else value
+            for name, value in command.arguments.items()
+        }
+        log.info("simulator_command", command=command.name, **shown)
         self._play(command)
 
     def _play(self, command: SimCommand) -> None:  # noqa: C901, PLR0912 - one branch per command
@@ -353,9 +364,8 @@ class SimulatorTransport:
             self._window_codes = []
             self._window_deadline = None
             phone = self._pairing_phone
-        default_jid = f"{phone or '4915100000000'}@s.whatsapp.net"
         device = Device(
-            jid=command.text("jid", default_jid), push_name=command.text("push_name", "Simulator")
+            jid=_scanned_jid(command, phone), push_name=command.text("push_name", "Simulator")
         )
         self._device.store(device)
         self._emit(PairSucceeded(jid=device.jid, push_name=device.push_name))
@@ -417,6 +427,13 @@ class SimulatorTransport:
 
     def _emit(self, event: TransportEvent) -> None:
         self._events.put(event)
+
+
+def _scanned_jid(command: SimCommand, pairing_phone: str | None) -> str:
+    """The JID a ``scan`` pairs: its ``jid``, else its ``phone``, else the pairing phone's."""
+    phone = command.text("phone", "").strip().removeprefix("+")
+    digits = phone or pairing_phone or _DEFAULT_ACCOUNT
+    return command.text("jid", f"{digits}@s.whatsapp.net")
 
 
 def _names(device: Device | None) -> tuple[str, str]:

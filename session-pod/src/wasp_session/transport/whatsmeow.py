@@ -63,6 +63,7 @@ from wasp_session.transport.base import (
     TemporarilyBanned,
     Timelocked,
     TimelockedError,
+    TransportError,
     TransportEvent,
     TransportStopped,
 )
@@ -226,8 +227,13 @@ class NeonizeTransport:
         return bool(answers) and bool(answers[0].IsIn)
 
     def logout(self) -> None:
-        """Unlink this device."""
-        self._require().logout()
+        """Unlink this device from its account; ``TransportError`` if WhatsApp did not confirm."""
+        client = self._require()
+        try:
+            client.logout()
+        except Exception as error:
+            msg = f"logout failed: {error}"
+            raise TransportError(msg) from error
 
     # ------------------------------------------------------------ callbacks
     def _emit(self, event: TransportEvent) -> None:
@@ -269,9 +275,9 @@ class NeonizeTransport:
             else:
                 self._emit(PairFailed(reason=str(event.Error)))
 
-        def on_connected(_: object, __: object) -> None:
+        def on_connected(connected_client: Any, __: object) -> None:  # noqa: ANN401
             self._paired.set()
-            self._emit(Connected())
+            self._emit(Connected(*_own_account(connected_client)))
 
         def on_failure(_: object, event: Any) -> None:  # noqa: ANN401
             outdated = int(event.Reason) == _CLIENT_OUTDATED
@@ -300,3 +306,21 @@ class NeonizeTransport:
         events(ClientOutdatedEv)(
             lambda _, __: self._emit(ConnectFailed("client outdated", client_outdated=True))
         )
+
+
+def _own_account(client: Any) -> tuple[str, str]:  # noqa: ANN401 - neonize is untyped
+    """The connected device's account JID (no device suffix) and push name; blanks if unknown.
+
+    Read from whatsmeow's store (``GetMe``): the session checks the account
+    against the tenant's pin before it sends anything.
+    """
+    try:
+        me = getattr(client, "me", None)  # neonize keeps the device it was told about
+        if me is None or not me.JID.User:
+            me = client.get_me()
+        user, server = str(me.JID.User), str(me.JID.Server)
+        push_name = str(me.PushName)
+    except Exception as error:  # noqa: BLE001 - an unknown account is refused, never guessed
+        log.warning("neonize_account_unknown", error=str(error))
+        return "", ""
+    return (f"{user}@{server}" if user and server else ""), push_name

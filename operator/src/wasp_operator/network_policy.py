@@ -1,0 +1,133 @@
+"""The NetworkPolicy of a session pod, built as a plain dict by a pure function.
+
+Owns what may reach a session pod and what it may reach, and nothing else:
+
+- ingress: only its health port (``/healthz``, ``/readyz``, ``/metrics``),
+  and only from the metrics scraper the operator is configured with (pods
+  with ``scraper_labels`` in ``scraper_namespaces``); none when no scraper is
+  configured. Probes need no rule: NetworkPolicy never blocks a pod's own
+  node, where the kubelet probes from.
+- egress: DNS (53, UDP and TCP), Redis (its port, from the Redis URL) and
+  WhatsApp (TCP 443 and 5222 to any public address). WhatsApp's servers are
+  behind Meta's edge, whose addresses change without notice and which a
+  NetworkPolicy cannot name (it selects addresses, never host names), so the
+  WhatsApp rule stays "any public address"; private, shared, link-local and
+  loopback ranges are excepted, so a pod cannot reach the cluster's own
+  services (the API server, other tenants' pods) on those ports.
+
+The policy selects exactly one session's pod by its labels and is owned by
+the WhatsAppSession (garbage collection removes it with the resource). It
+never talks to the API server: ``kube.py`` applies it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from wasp import contract
+from wasp_operator.config import OperatorConfig
+from wasp_operator.pods import labels_of, owner_reference
+from wasp_operator.sessions import Session
+
+DNS_PORT: Final = 53
+DEFAULT_REDIS_PORT: Final = 6379
+WHATSAPP_PORTS: Final = (443, 5222)  # HTTPS/WebSocket, and XMPP-style chat
+NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"  # set by the API server
+# Never WhatsApp: private (RFC 1918), shared (RFC 6598: some clouds' pod
+# networks), link-local (cloud metadata endpoints) and loopback addresses.
+NOT_THE_INTERNET_V4: Final = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "127.0.0.0/8",
+)
+NOT_THE_INTERNET_V6: Final = ("fc00::/7", "fe80::/10", "::1/128")
+
+
+def redis_port_of(url: str) -> int:
+    """The TCP port of a Redis URL (``redis://`` or ``rediss://``); 6379 when it names none."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:  # a malformed port: the session will say so, the policy stays usable
+        port = None
+    return port or DEFAULT_REDIS_PORT
+
+
+def pod_selector(session: Session) -> dict[str, Any]:
+    """The labels that select the session's one pod and no other wasp pod."""
+    return {
+        "matchLabels": {
+            contract.LABEL_NAME: contract.APP_NAME,
+            contract.LABEL_COMPONENT: contract.SESSION_COMPONENT,
+            contract.LABEL_SESSION: session.name,
+        }
+    }
+
+
+def _ports(*ports: int, protocols: tuple[str, ...] = ("TCP",)) -> list[dict[str, Any]]:
+    return [{"protocol": protocol, "port": port} for port in ports for protocol in protocols]
+
+
+def ingress_rules(config: OperatorConfig) -> list[dict[str, Any]]:
+    """Only the scraper, only to the health port; nothing when no scraper is configured."""
+    if not config.scraper_namespaces:
+        return []
+    namespaces = {
+        "matchExpressions": [
+            {
+                "key": NAMESPACE_NAME_LABEL,
+                "operator": "In",
+                "values": list(config.scraper_namespaces),
+            }
+        ]
+    }
+    pods = {"matchLabels": dict(config.scraper_labels)} if config.scraper_labels else {}
+    return [
+        {
+            "from": [{"namespaceSelector": namespaces, "podSelector": pods}],
+            "ports": _ports(contract.SESSION_HEALTH_PORT),
+        }
+    ]
+
+
+def egress_rules(redis_port: int) -> list[dict[str, Any]]:
+    """DNS and Redis anywhere (Redis may be in or out of the cluster); WhatsApp on the internet."""
+    internet = [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NOT_THE_INTERNET_V4)}},
+        {"ipBlock": {"cidr": "::/0", "except": list(NOT_THE_INTERNET_V6)}},
+    ]
+    return [
+        {"ports": _ports(DNS_PORT, protocols=("UDP", "TCP"))},
+        {"ports": _ports(redis_port)},
+        {"to": internet, "ports": _ports(*WHATSAPP_PORTS)},
+    ]
+
+
+def build_network_policy(
+    session: Session, config: OperatorConfig, redis_port: int = DEFAULT_REDIS_PORT
+) -> dict[str, Any]:
+    """The session pod's NetworkPolicy (named like the pod), owned by its WhatsAppSession.
+
+    ``redis_port`` is the port of the session's Redis (``redis_port_of`` its URL).
+    """
+    spec: dict[str, Any] = {
+        "podSelector": pod_selector(session),
+        "policyTypes": ["Ingress", "Egress"],
+        "egress": egress_rules(redis_port),
+    }
+    if ingress := ingress_rules(config):  # none: "Ingress" in policyTypes denies everything
+        spec["ingress"] = ingress
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": session.pod_name,
+            "namespace": session.namespace,
+            "labels": labels_of(session),
+            "ownerReferences": [owner_reference(session)],
+        },
+        "spec": spec,
+    }

@@ -1,0 +1,90 @@
+"""Keeping the tenant's lease for the session: wait for it, renew it, notice its loss.
+
+Owns the session's side of ``lease.Lease``: standing by (writing only the
+standby fields of the status, never the phase or a lease token) until the
+lease is free, then renewing it on a thread of its own every third of its
+TTL with a heartbeat. On a loss it marks the lease lost and calls
+``on_lost`` at once (the lifecycle closes the send gate and stops the
+transport there), so from then on nothing more is sent or written; the
+session's thread finds out through ``check()``.
+
+Must not decide what the session does after a loss: the lifecycle does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import redis
+import structlog
+
+from wasp_session import metrics
+from wasp_session.errors import LeaseLostError
+from wasp_session.lease import Lease
+from wasp_session.status import StatusBoard
+
+log = structlog.stdlib.get_logger("wasp_session.lease")
+
+
+class LeaseKeeper:
+    """Acquires, renews and watches one pod's lease."""
+
+    def __init__(
+        self, lease: Lease, status: StatusBoard, ttl: float, on_lost: Callable[[], None]
+    ) -> None:
+        """Keep ``lease`` (TTL ``ttl`` seconds); call ``on_lost`` once if it is lost."""
+        self._lease = lease
+        self._status = status
+        self._ttl = ttl
+        self._on_lost = on_lost
+        self.lost = threading.Event()
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Stand by until the lease is ours (``True``) or ``stop`` is set (``False``)."""
+        announced = False
+        while not stop.is_set():
+            if self._lease.try_acquire():
+                self._status.clear_standby()
+                metrics.LEASE_HELD.set(1)
+                log.info("lease_acquired", token=self._lease.token)
+                return True
+            if not announced:
+                log.info("lease_waiting", holder=self._lease.holder())
+                self._status.announce_standby()
+                announced = True
+            stop.wait(min(1.0, self._ttl / 3))
+        self._status.clear_standby()
+        return False
+
+    def start_renewing(self, stop: threading.Event) -> None:
+        """Renew the lease on a daemon thread until ``stop`` is set or the lease is lost."""
+        thread = threading.Thread(target=self._renew, args=(stop,), name="lease", daemon=True)
+        thread.start()
+
+    def _renew(self, stop: threading.Event) -> None:
+        while not stop.wait(self._ttl / 3):
+            if not self._lease.holds():
+                return
+            try:
+                renewed = self._lease.renew()
+            except redis.RedisError as error:
+                log.warning("lease_renew_failed", error=str(error))
+                continue
+            if not renewed:
+                self.lose()
+                return
+            self._status.heartbeat()
+
+    def lose(self) -> None:
+        """Record the loss and react at once (gate closed, transport stopped)."""
+        log.error("lease_lost")
+        self.lost.set()
+        metrics.LEASE_HELD.set(0)
+        metrics.CONNECTED.set(0)
+        self._on_lost()
+
+    def check(self) -> None:
+        """Raise ``LeaseLostError`` if the lease was lost."""
+        if self.lost.is_set():
+            raise LeaseLostError

@@ -1,0 +1,359 @@
+"""What the session does about each transport event, about time passing, and about ``pair``.
+
+Owns the reaction to every ``TransportEvent``: ``decisions.decide`` says what
+the event means, and this module carries it out. It shows QR and pairing
+codes and counts pairing windows; checks every account that pairs or
+connects against the tenant's pin (``account_guard``) before it records the
+account, checkpoints it or opens the send gate; pauses on a disconnect;
+wipes and pairs again after a logout; waits out a ban; sets the timelock;
+ends the session on fatal events. It connects the transport, retrying a
+failed start with full-jitter backoff up to the limit, and re-arms a halted
+session (Conflict, PairingExpired, a refused account) on a ``pair`` command.
+
+Must not keep the lease nor decide when to checkpoint on a schedule
+(``lease_keeper`` and ``checkpoints`` do); it asks for a checkpoint now
+where the event table says so.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+import structlog
+
+from wasp import contract
+from wasp.accounts import account_of_jid, mask_account
+from wasp_session import metrics
+from wasp_session.account_guard import AccountGuard
+from wasp_session.auth_store import AuthStore
+from wasp_session.checkpoints import CheckpointScheduler
+from wasp_session.config import Config
+from wasp_session.decisions import (
+    Action,
+    Decision,
+    backoff_ceiling,
+    backoff_delay,
+    connection_is_stable,
+    decide,
+    start_failure_is_fatal,
+)
+from wasp_session.delivery.receipts import apply_receipt
+from wasp_session.errors import EXIT_TRANSPORT_STOPPED
+from wasp_session.gate import SendGate
+from wasp_session.phases import ACCOUNT_FIELDS, Phases, SessionExit
+from wasp_session.status import PAIRING_FIELDS, StatusBoard, rfc3339
+from wasp_session.transport.base import (
+    Connected,
+    KeepAliveTimedOut,
+    PairFailed,
+    PairingCodeIssued,
+    PairSucceeded,
+    QRCodeIssued,
+    ReceiptReceived,
+    StartError,
+    TemporarilyBanned,
+    Timelocked,
+    Transport,
+    TransportEvent,
+)
+
+log = structlog.stdlib.get_logger("wasp_session.reactions")
+
+
+@dataclass
+class _Counters:
+    start_failures: int = 0
+    backoff_attempt: int = 0
+    windows_used: int = 0
+    window_open: bool = False
+    code_requested: bool = False
+    paired_now: bool = False  # this connection paired (the device was not restored)
+    connected_since: float | None = None
+    ban_ends: float | None = None
+    halted: bool = False  # Conflict / PairingExpired / refused account: waits for `pair`
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    """What the reactions act on, each owned elsewhere."""
+
+    transport: Transport
+    client: redis.Redis  # decodes to str; for receipts
+    status: StatusBoard
+    store: AuthStore
+    gate: SendGate
+    phases: Phases
+    checkpoints: CheckpointScheduler
+    guard: AccountGuard
+    lease_held: Callable[[], bool]
+    check_lease: Callable[[], None]
+
+
+class Reactions:
+    """Carries out what each event means for one tenant's session."""
+
+    def __init__(
+        self,
+        config: Config,
+        parts: Collaborators,
+        stop: threading.Event,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        """React for ``config.tenant`` with ``parts``; stop retrying once ``stop`` is set."""
+        self._config = config
+        self._p = parts
+        self._stop = stop
+        self._rand = rand
+        self._n = _Counters()
+
+    # ------------------------------------------------------------ connecting
+    def connect(self) -> None:
+        """Start the transport, retrying failed starts with backoff until the limit."""
+        self._n.window_open = False
+        self._n.code_requested = False
+        self._n.paired_now = False
+        while not self._stop.is_set():
+            self._p.check_lease()
+            try:
+                self._p.transport.connect()
+            except StartError as error:
+                self._start_failed(error)
+                continue
+            log.info("transport_started", transport=self._config.transport)
+            return
+
+    def _start_failed(self, error: StartError) -> None:
+        self._n.start_failures += 1
+        metrics.START_FAILURES.inc()
+        metrics.RECONNECTS.inc()
+        failures, limit = self._n.start_failures, self._config.max_start_failures
+        if start_failure_is_fatal(failures, limit):
+            self._p.phases.fail("StartFailed", f"{failures} starts failed in a row; last: {error}")
+        t = self._config.timings
+        attempt = self._n.backoff_attempt
+        delay = backoff_delay(attempt, t.reconnect_base, t.reconnect_max, self._rand)
+        ceiling = backoff_ceiling(attempt, t.reconnect_base, t.reconnect_max)
+        self._n.backoff_attempt += 1
+        log.warning(
+            "start_failed",
+            error=str(error),
+            failures=failures,
+            retry_in=delay,
+            backoff_ceiling=ceiling,
+        )
+        self._p.status.record_error("StartFailed", str(error))
+        self._p.phases.enter(
+            "Reconnecting",
+            "StartFailed",
+            f"Start {failures} of {limit} failed ({error}); retrying in {delay:.1f} s.",
+        )
+        self._stop.wait(delay)
+
+    # ------------------------------------------------------------ events
+    def handle(self, event: TransportEvent) -> None:
+        """React to one event from the transport."""
+        decision = decide(
+            event,
+            windows_used=self._n.windows_used,
+            max_windows=self._config.pairing_max_windows,
+        )
+        match event:
+            case QRCodeIssued() | PairingCodeIssued():
+                self._show_pairing(event)
+            case PairSucceeded():
+                self._paired(event)
+            case Connected():
+                self._online(event, decision)
+            case TemporarilyBanned():
+                self._banned(event, decision)
+            case ReceiptReceived():
+                apply_receipt(self._p.client, self._config.tenant, event)
+                self._p.checkpoints.mark_dirty()
+            case Timelocked(active=active):
+                self._timelock(active=active)
+            case KeepAliveTimedOut():
+                metrics.KEEPALIVE_TIMEOUTS.inc()
+            case PairFailed(reason=reason):
+                self._p.status.record_error("PairFailed", reason)
+            case _:
+                self._act(decision)
+
+    def _act(self, decision: Decision) -> None:
+        reason, message = decision.reason, decision.message
+        match decision.action:
+            case Action.PAUSE:
+                self._pause(reason, message)
+            case Action.NEW_WINDOW:
+                self._n.windows_used += 1
+                log.info("pairing_window_ended", windows=self._n.windows_used)
+                self._p.transport.stop()
+                self.connect()
+            case Action.EXPIRE_PAIRING:
+                self._n.windows_used += 1
+                self._p.transport.stop()
+                self._n.halted = True
+                self._p.phases.enter("PairingExpired", reason, message, remove=PAIRING_FIELDS)
+            case Action.WIPE_AND_PAIR:
+                self._logged_out(reason, message)
+            case Action.HALT:
+                self._p.transport.stop()
+                self._n.halted = True
+                self._p.status.record_error(reason, message)
+                self._p.phases.enter("Conflict", reason, message)
+            case Action.FAIL:
+                self._p.checkpoints.now("before_exit")
+                self._p.phases.fail(reason, message)
+            case Action.RESTART_PROCESS:
+                self._p.status.record_error(reason, message)
+                self._p.phases.enter(str(decision.phase), reason, message)
+                self._p.checkpoints.now("before_exit")
+                raise SessionExit(EXIT_TRANSPORT_STOPPED)
+            case _:
+                pass
+
+    def _show_pairing(self, event: QRCodeIssued | PairingCodeIssued) -> None:
+        if not self._n.window_open:
+            self._n.window_open = True
+            metrics.PAIRING_WINDOWS.inc()
+            log.info("pairing_window_opened", window=self._n.windows_used + 1)
+        method_is_code = self._config.pairing_method == "PairingCode"
+        if isinstance(event, QRCodeIssued) and method_is_code:
+            if not self._n.code_requested and self._config.pairing_phone:
+                self._n.code_requested = True
+                self._p.transport.pair_phone(self._config.pairing_phone)
+            return
+        field = (
+            contract.STATUS_QR if isinstance(event, QRCodeIssued) else contract.STATUS_PAIRING_CODE
+        )
+        decision = decide(event, windows_used=0, max_windows=1)
+        self._p.phases.enter(  # the lease holder's status first, then the channel
+            "AwaitingPairing",
+            decision.reason,
+            decision.message,
+            extra={
+                field: event.code,
+                contract.STATUS_PAIRING_EXPIRES_AT: rfc3339(time.time() + event.valid_seconds),
+                contract.STATUS_PAIRING_WINDOW: str(self._n.windows_used + 1),
+            },
+        )
+        self._p.status.publish_pairing(event.code)
+        log.info("pairing_code_issued", kind=field, valid_seconds=event.valid_seconds)
+
+    def _paired(self, event: PairSucceeded) -> None:
+        if not self._p.guard.admit(event.jid, restored=False):
+            self._n.halted = True
+            return
+        log.info("session_paired", device=mask_account(account_of_jid(event.jid)))
+        self._n.paired_now = True
+        self._n.windows_used = 0
+        self._n.window_open = False
+        self._p.checkpoints.account_kept = True
+        self._p.status.update(
+            {contract.STATUS_ACCOUNT_JID: event.jid, contract.STATUS_PUSH_NAME: event.push_name},
+            remove=(*PAIRING_FIELDS, contract.STATUS_PAIRING_WINDOW),
+        )
+        self._p.checkpoints.now("paired")
+
+    def _online(self, event: Connected, decision: Decision) -> None:
+        if self._n.halted:
+            return  # what a stopped connection said last; nothing is sent from it
+        if not self._p.guard.admit(event.jid, restored=not self._n.paired_now):
+            self._n.halted = True
+            return
+        self._p.checkpoints.account_kept = True
+        self._n.start_failures = 0
+        self._n.connected_since = time.monotonic()
+        self._n.windows_used = 0
+        account = {}
+        if event.jid:
+            account[contract.STATUS_ACCOUNT_JID] = event.jid
+        if event.push_name:
+            account[contract.STATUS_PUSH_NAME] = event.push_name
+        self._p.phases.enter(
+            "Connected",
+            decision.reason,
+            decision.message,
+            extra=account,
+            remove=(*PAIRING_FIELDS, contract.STATUS_PAIRING_WINDOW, contract.STATUS_BANNED_UNTIL),
+        )
+        if self._p.lease_held():
+            self._p.gate.open()
+            metrics.CONNECTED.set(1)
+        log.info("session_connected", device=mask_account(account_of_jid(event.jid)))
+        self._p.checkpoints.now("connected")
+
+    def _pause(self, reason: str, message: str) -> None:
+        since = self._n.connected_since
+        if since is not None and connection_is_stable(
+            time.monotonic() - since, self._config.timings.reconnect_max
+        ):
+            self._n.backoff_attempt = 0
+        self._n.connected_since = None
+        metrics.RECONNECTS.inc()
+        log.warning("session_disconnected", reason=message)
+        self._p.phases.enter("Reconnecting", reason, message)
+
+    def _logged_out(self, reason: str, message: str) -> None:
+        log.warning("session_logged_out", reason=message)
+        self._p.checkpoints.account_kept = False
+        self._n.windows_used = 0
+        self._p.phases.enter("LoggedOut", reason, message, remove=ACCOUNT_FIELDS)
+        self._p.status.record_error(reason, message)
+        self._p.store.delete()
+        self._p.transport.stop()
+        self._p.store.wipe_local()
+        self.connect()
+
+    def _banned(self, event: TemporarilyBanned, decision: Decision) -> None:
+        until = time.time() + event.expires_in_seconds
+        self._p.gate.set_banned_until(until)
+        self._p.transport.stop()
+        self._n.ban_ends = time.monotonic() + event.expires_in_seconds
+        self._p.status.record_error(decision.reason, decision.message)
+        self._p.phases.enter(
+            "Banned",
+            decision.reason,
+            decision.message,
+            extra={contract.STATUS_BANNED_UNTIL: rfc3339(until)},
+        )
+        log.warning("session_banned", code=event.code, seconds=event.expires_in_seconds)
+
+    def _timelock(self, *, active: bool) -> None:
+        self._p.gate.set_timelocked(timelocked=active)
+        log.warning("session_timelocked") if active else log.info("session_timelock_cleared")
+        if active:
+            self._p.status.update({contract.STATUS_TIMELOCKED: "1"})
+        else:
+            self._p.status.update(remove=(contract.STATUS_TIMELOCKED,))
+
+    # ------------------------------------------------------------ time, commands
+    def tick(self) -> None:
+        """Reconnect when a ban has expired."""
+        if self._n.ban_ends is None or time.monotonic() < self._n.ban_ends:
+            return
+        self._n.ban_ends = None
+        self._p.gate.set_banned_until(None)
+        log.info("session_ban_expired")
+        self._p.phases.enter(
+            "Starting",
+            "BanExpired",
+            "The ban expired; reconnecting.",
+            remove=(contract.STATUS_BANNED_UNTIL,),
+        )
+        self.connect()
+
+    def rearm(self) -> None:
+        """A ``pair`` command: start pairing (or connecting) again if the session is halted."""
+        if not self._n.halted:
+            log.info("control_pair_ignored", phase=self._p.phases.current)
+            return
+        log.info("control_pair", phase=self._p.phases.current)
+        self._n.halted = False
+        self._n.windows_used = 0
+        self._p.phases.enter("Starting", "PairRequested", "Pairing re-armed; connecting.")
+        self.connect()

@@ -13,6 +13,11 @@ RUN := $(VENV)/bin
 export UV_PYTHON := $(PYTHON)
 # One pidfile per run: every server the tests start is recorded, and checked after.
 PIDFILE := $(CURDIR)/.test-pids
+# checkov, the Kubernetes scanner tests/chart/test_checkov.py runs: pinned with
+# hashes in its own requirements (never in uv.lock), in a virtualenv of its own
+# cached outside the repository per version of those requirements.
+CHECKOV_REQUIREMENTS := tests/chart/checkov-requirements.txt
+CHECKOV_VENV := $(or $(WASP_CACHE_DIR),$(HOME)/.cache/wasp)/checkov-$(shell sha256sum $(CHECKOV_REQUIREMENTS) | cut -c1-12)
 
 .PHONY: help
 help: ## List every target with what it does
@@ -38,8 +43,19 @@ redis: ## Install redis-server (Debian package) if it is not on PATH
 controlplane: venv ## Find or build etcd, kube-apiserver, kube-controller-manager, kubectl, helm (cached)
 	@PYTHONPATH=tests $(RUN)/python -m harness.assets
 
+.PHONY: checkov
+checkov: uv ## Install checkov (hash-pinned, own cached virtualenv); print where it is
+	@test -f $(CHECKOV_VENV)/.installed || { \
+	  echo "installing checkov into $(CHECKOV_VENV)" >&2; \
+	  rm -rf $(CHECKOV_VENV); \
+	  $(UV) venv --quiet --python $(PYTHON) $(CHECKOV_VENV) && \
+	  $(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python \
+	    --require-hashes --only-binary :all: -r $(CHECKOV_REQUIREMENTS) && \
+	  touch $(CHECKOV_VENV)/.installed; }
+	@echo $(CHECKOV_VENV)/bin/checkov
+
 .PHONY: deps
-deps: venv redis controlplane ## Everything the tests need, installed or built
+deps: venv redis controlplane checkov ## Everything the tests need, installed or built
 
 .PHONY: lint
 lint: venv ## ruff check and ruff format --check

@@ -419,8 +419,8 @@ def test_in_chart_redis_requires_a_password_and_runs_with_acls(render: Render) -
         redis_secrets(render("redis.inChart.enabled=true"))["wasp-system"]["password"] != password
     )
     given = "trial-password-0123456789"
-    data = redis_secrets(render("redis.inChart.enabled=true", f"redis.inChart.password={given}"))
-    assert data["wasp-system"]["url"].startswith(f"redis://default:{given}@")
+    chosen = redis_secrets(render("redis.inChart.enabled=true", f"redis.inChart.password={given}"))
+    assert chosen["wasp-system"]["url"].startswith(f"redis://default:{given}@")
 
 
 def test_a_given_trial_password_restarts_the_trial_redis_when_it_changes(render: Render) -> None:

@@ -66,8 +66,9 @@ def test_applying_an_example_runs_a_locked_down_pod(
     assert container["image"] == "wasp:test"
     env = {e["name"]: e for e in container["env"]}
     assert env[contract.ENV_TRANSPORT]["value"] == "simulator"
-    assert "value" not in env[contract.ENV_AUTH_KEY]
-    assert "value" not in env[contract.ENV_REDIS_URL]
+    assert contract.ENV_AUTH_KEY not in env  # secrets only as files: the env names them
+    assert contract.ENV_REDIS_URL not in env
+    assert env[contract.ENV_AUTH_KEY_FILE]["value"].startswith(contract.SESSION_AUTH_SECRET_DIR)
     owner = pod["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == (
         "WhatsAppSession",

@@ -158,6 +158,12 @@ def test_an_otp_is_sent_once_with_the_tenants_template(delivery: Delivery) -> No
     )
 
 
+def test_the_worker_is_named_for_its_tenant(delivery: Delivery) -> None:
+    workers = delivery.redis.smembers(f"rq:workers:{contract.delivery_queue(TENANT)}")
+    assert workers
+    assert all(str(key).startswith(f"rq:worker:{TENANT}.") for key in workers), workers
+
+
 def test_the_same_message_id_enqueued_twice_is_sent_once(delivery: Delivery) -> None:
     delivery.gate.close()
     for _ in range(3):

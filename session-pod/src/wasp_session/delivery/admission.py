@@ -79,19 +79,19 @@ RQ_JOB_FIELDS: Final = frozenset(
         "enqueue_at_front",
     }
 )
-# Fields that must be empty or absent: what would make RQ run, import, call or
-# enqueue anything beyond the OTP job itself.
+# Fields that must be empty or absent (or hold the one value that means "none"):
+# what would make RQ run, import, call or enqueue anything beyond the OTP job.
 FORBIDDEN_FEATURES: Final = {
-    "success_callback_name": "a success callback",
-    "failure_callback_name": "a failure callback",
-    "stopped_callback_name": "a stopped callback",
-    "dependency_id": "a dependency",
-    "dependency_ids": "dependencies",
-    "webhooks": "webhooks",
-    "repeats_left": "repeats",
-    "repeat_intervals": "repeats",
-    "rate_limit_key": "a rate limit",
-    "group_id": "a group",
+    "success_callback_name": ("a success callback", ()),
+    "failure_callback_name": ("a failure callback", ()),
+    "stopped_callback_name": ("a stopped callback", ()),
+    "dependency_id": ("a dependency", ()),
+    "dependency_ids": ("dependencies", (b"[]",)),
+    "webhooks": ("webhooks", (b"[]",)),
+    "repeats_left": ("repeats", (b"0",)),
+    "repeat_intervals": ("repeats", (b"[]",)),
+    "rate_limit_key": ("a rate limit", ()),
+    "group_id": ("a group", ()),
 }
 
 
@@ -180,9 +180,9 @@ class _Judgement:
                 msg = f"the job hash has a field RQ never writes: {echo(_text(name))}"
                 raise self.refuse(msg)
             fields[text] = value
-        for field, feature in FORBIDDEN_FEATURES.items():
+        for field, (feature, harmless) in FORBIDDEN_FEATURES.items():
             value = fields.get(field, b"")
-            if value and value not in (b"[]", b"0"):
+            if value and value not in harmless:
                 msg = (
                     f"the job has {feature} ({field}={echo(_text(value))}): "
                     "an OTP job has no callbacks, dependencies, webhooks, repeats or groups"
@@ -248,8 +248,8 @@ class _Judgement:
             raise self.refuse(msg)
 
     def restore(self, connection: redis.Redis, data: bytes, kwargs: dict[str, Any]) -> Job:
-        job = Job(self.job_id, connection=connection, serializer=queueing.JOB_SERIALIZER)
         try:
+            job = Job(self.job_id, connection=connection, serializer=queueing.JOB_SERIALIZER)
             job.restore(dict(self.raw))
             readable = (job.func_name, job.instance, list(job.args), job.kwargs)
         except Exception as error:  # noqa: BLE001 - whatever RQ cannot read is refused

@@ -14,7 +14,7 @@ from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess
 from harness.redis_server import RedisServer
-from harness.session_process import SessionProcess, session_env
+from harness.session_process import FAST_TIMINGS, SessionProcess, session_env
 
 
 @pytest.fixture
@@ -145,6 +145,20 @@ def wasp_operator(
         yield operator
     finally:
         operator.stop()
+
+
+@pytest.fixture
+def session_kubelet(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[Kubelet]:
+    """The kubelet stand-in running the real ``wasp-session``, with quick simulator timings."""
+    stand_in = Kubelet(
+        control_plane.kubeconfig, namespace, tmp_path / "kubelet", environment=FAST_TIMINGS
+    )
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
 
 
 @pytest.fixture

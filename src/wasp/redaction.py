@@ -65,7 +65,7 @@ def mask_phone(value: str) -> str:
     """
     user, at, server = value.partition("@")
     digits = "".join(ch for ch in user if ch.isdigit())
-    if not digits:
+    if not digits or MASK in user:  # nothing to hide, or masked already
         return value
     international = user.lstrip().startswith(("+", "00")) or bool(at)
     prefix = "+" if user.lstrip().startswith("+") else ""

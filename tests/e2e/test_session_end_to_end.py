@@ -8,8 +8,6 @@ container command, ``wasp-session``, with the pod's own env) and WhatsApp
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,6 @@ from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
 from harness.redis_server import RedisServer
-from harness.session_process import FAST_TIMINGS
 from wasp import contract
 from wasp.client import WaspClient
 
@@ -27,20 +24,6 @@ pytestmark = pytest.mark.controlplane
 
 POD = contract.session_pod_name("acme")
 PHONE = "+4915112345678"
-
-
-@pytest.fixture
-def session_kubelet(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
-) -> Iterator[Kubelet]:
-    """The kubelet stand-in running the real ``wasp-session``, with quick simulator timings."""
-    stand_in = Kubelet(
-        control_plane.kubeconfig, namespace, tmp_path / "kubelet", environment=FAST_TIMINGS
-    )
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
 
 
 class QrChannel:

@@ -26,7 +26,6 @@ from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
 from harness.redis_server import RedisServer
-from harness.session_process import FAST_TIMINGS
 from wasp import contract
 from wasp.client import WaspClient
 
@@ -72,18 +71,10 @@ def wasp_operator(
         operator.stop()
 
 
-@pytest.fixture
-def session_kubelet(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
-) -> Iterator[Kubelet]:
-    """The kubelet stand-in running the real ``wasp-session`` with quick simulator timings."""
-    stand_in = Kubelet(
-        control_plane.kubeconfig, namespace, tmp_path / "kubelet", environment=FAST_TIMINGS
-    )
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
+def logs_of(operator: OperatorProcess, kubelet: Kubelet) -> str:
+    """The operator's and every pod's latest output, for a failure message."""
+    pods = "\n".join(f"--- {pod}:\n{kubelet.log_of(pod)[-3000:]}" for pod in kubelet.running())
+    return f"{operator.log()[-4000:]}\n{pods}"
 
 
 def status_of(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
@@ -141,12 +132,7 @@ def test_each_tenant_reaches_only_its_own_keys_and_runs_its_otps_with_its_own_cr
     session_kubelet: Kubelet,
     redis_server: RedisServer,
 ) -> None:
-    def logs() -> str:
-        pods = "\n".join(
-            f"--- {pod}:\n{session_kubelet.log_of(pod)[-3000:]}"
-            for pod in session_kubelet.running()
-        )
-        return f"{wasp_operator.log()[-4000:]}\n{pods}"
+    logs = partial(logs_of, wasp_operator, session_kubelet)
 
     admin = redis_server.client()
     try:
@@ -279,12 +265,7 @@ def test_a_redis_restarted_without_its_acls_serves_every_tenant_again_within_one
     session_kubelet: Kubelet,
     redis_server: RedisServer,
 ) -> None:
-    def logs() -> str:
-        pods = "\n".join(
-            f"--- {pod}:\n{session_kubelet.log_of(pod)[-3000:]}"
-            for pod in session_kubelet.running()
-        )
-        return f"{wasp_operator.log()[-4000:]}\n{pods}"
+    logs = partial(logs_of, wasp_operator, session_kubelet)
 
     admin = redis_server.client()
     try:

@@ -35,6 +35,12 @@ def test_a_phone_number_keeps_its_country_code_and_last_two_digits() -> None:
     assert mask_phone("12") == "**"
 
 
+def test_a_masked_number_is_left_as_it_is() -> None:
+    assert mask_phone(mask_phone(PHONE)) == "+49*********78"
+    processed = mask_log_fields(None, "info", {"account": mask_phone(PHONE)})
+    assert processed["account"] == "+49*********78"
+
+
 def test_numbers_in_text_are_masked_and_dates_times_and_ids_are_not() -> None:
     text = "send to +49 151 1234-5678 failed at 2026-11-27T10:00:00Z (id acme_m1, 10.0.0.12)"
     assert mask_numbers(text) == (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -134,11 +135,32 @@ def kube(control_plane: ControlPlane) -> Iterator[Kube]:
         kubernetes.client.Configuration.set_default(before)
 
 
+def create_resource(plane: ControlPlane, namespace: str, name: str) -> str:
+    """A real WhatsAppSession (no operator runs: it just exists); its uid.
+
+    The policy's owner must exist, or the garbage collector removes the
+    policy while the test looks at it.
+    """
+    manifest = {
+        "apiVersion": f"{contract.GROUP}/{contract.VERSION}",
+        "kind": contract.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {},
+    }
+    plane.kubectl("create", "-f", "-", stdin=json.dumps(manifest))
+    return plane.kubectl(
+        "get", contract.PLURAL, name, "-n", namespace, "-o", "jsonpath={.metadata.uid}"
+    ).stdout
+
+
 @pytest.mark.controlplane
 def test_applying_creates_then_writes_only_what_changed(
-    kube: Kube, control_plane: ControlPlane, namespace: str
+    kube: Kube,
+    control_plane: ControlPlane,
+    namespace: str,
+    wasp_crd: str,  # noqa: ARG001 - requested for its effect: the CRD is installed
 ) -> None:
-    acme = session(namespace=namespace)
+    acme = session(namespace=namespace, uid=create_resource(control_plane, namespace, "acme"))
     assert kube.apply_network_policy(build_network_policy(acme, OperatorConfig())) is True
     # Every resync applies it again: the API server's copy already matches, nothing is written.
     assert kube.apply_network_policy(build_network_policy(acme, OperatorConfig())) is False
@@ -146,11 +168,13 @@ def test_applying_creates_then_writes_only_what_changed(
     assert kube.apply_network_policy(changed) is True
     assert kube.apply_network_policy(changed) is False
     # A new resource of the same name owns it from now on.
-    successor = build_network_policy(session(namespace=namespace, uid="u-2"), SCRAPED, 6380)
+    control_plane.kubectl("delete", contract.PLURAL, "acme", "-n", namespace)
+    second_uid = create_resource(control_plane, namespace, "acme")
+    successor = build_network_policy(session(namespace=namespace, uid=second_uid), SCRAPED, 6380)
     assert kube.apply_network_policy(successor) is True
 
     live = control_plane.kubectl(
         "get", "networkpolicy", contract.session_pod_name("acme"), "-n", namespace,
         "-o", "jsonpath={.metadata.ownerReferences[0].uid} {.spec.egress[1].ports[0].port}",
     ).stdout  # fmt: skip
-    assert live == "u-2 6380"
+    assert live == f"{second_uid} 6380"

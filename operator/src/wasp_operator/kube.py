@@ -188,7 +188,14 @@ class Kube:
                 **body,
                 "metadata": {**meta, "resourceVersion": seen["metadata"].get("resourceVersion")},
             }
-            networking.replace_namespaced_network_policy(name, namespace, replacement)  # type: ignore[arg-type]
+            try:
+                networking.replace_namespaced_network_policy(name, namespace, replacement)  # type: ignore[arg-type]
+            except ApiException as error:
+                if error.status != HTTPStatus.NOT_FOUND:
+                    raise
+                # Gone meanwhile (the garbage collector removes it when its
+                # previous owner went): make it anew.
+                networking.create_namespaced_network_policy(namespace, body)  # type: ignore[arg-type]
         except ApiException as error:
             if error.status == HTTPStatus.CONFLICT:
                 return False

@@ -258,7 +258,7 @@ class RedisUsers:
             except (RedisError, OSError) as error:
                 context = (
                     f"cannot make Redis user {identity.username} "
-                    "(the admin credential must be allowed ACL SETUSER)"
+                    "(wasp needs Redis 7 or newer, and an admin credential allowed ACL SETUSER)"
                 )
                 raise redis_failure(context, error, secret=credential.password) from error
         self._made.add(made_key)

@@ -67,6 +67,13 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_TENANT: Final = f"{GROUP}/tenant"
 LABEL_SESSION: Final = f"{GROUP}/session"
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+# The version of the contract between the operator and the session container
+# (how its secrets arrive, which env it reads). A pod of another version is
+# replaced once, whatever its spec hash: version 2 passes secrets only as
+# files, so pods made before tenant isolation (with the admin Redis URL in
+# their env) go away by themselves after the upgrade.
+ANNOTATION_POD_CONTRACT: Final = f"{GROUP}/pod-contract"
+POD_CONTRACT_VERSION: Final = "2"
 APP_NAME: Final = "wasp"
 SESSION_COMPONENT: Final = "session"
 OPERATOR_NAME: Final = "wasp-operator"

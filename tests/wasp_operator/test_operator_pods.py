@@ -201,6 +201,39 @@ def test_a_deleted_pod_is_replaced(
     )
 
 
+def test_a_pod_made_before_tenant_isolation_is_replaced_by_the_upgraded_operator(
+    control_plane: ControlPlane, namespace: str, wasp_operator: OperatorProcess
+) -> None:
+    apply(control_plane, namespace, session_body("acme"))
+    first = eventually(
+        lambda: pod_of(control_plane, namespace, "acme"), "the pod exists", log=wasp_operator.log
+    )
+    assert (
+        first["metadata"]["annotations"][contract.ANNOTATION_POD_CONTRACT]
+        == contract.POD_CONTRACT_VERSION
+    )
+    # A pod of the older contract (secrets in its env) carries no such annotation.
+    control_plane.kubectl(
+        "annotate", "pod", contract.session_pod_name("acme"), "-n", namespace,
+        f"{contract.ANNOTATION_POD_CONTRACT}-",
+    )  # fmt: skip
+    replaced = eventually(
+        lambda: (
+            (p := pod_of(control_plane, namespace, "acme"))
+            and p["metadata"]["uid"] != first["metadata"]["uid"]
+            and p
+        ),
+        "a pod of the current contract replaces it",
+        log=wasp_operator.log,
+    )
+    annotations = replaced["metadata"]["annotations"]
+    assert annotations[contract.ANNOTATION_POD_CONTRACT] == contract.POD_CONTRACT_VERSION
+    assert (
+        annotations[contract.ANNOTATION_SPEC_HASH]
+        == first["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]
+    )
+
+
 @pytest.mark.usefixtures("stub_kubelet")
 def test_suspending_removes_the_pod_and_resuming_brings_it_back(
     control_plane: ControlPlane, namespace: str, wasp_operator: OperatorProcess

@@ -23,6 +23,23 @@ def test_a_pod_built_for_an_older_spec_is_deleted_first() -> None:
     assert (decision.step, decision.reason) == (Step.DELETE, "SpecChanged")
 
 
+def test_a_pod_of_an_older_pod_contract_is_replaced_whatever_its_spec_hash() -> None:
+    # A pod made before tenant isolation has no pod-contract annotation (and
+    # the admin Redis URL in its env): the upgrade replaces it, once.
+    for version in (None, "1"):
+        old = PodView(
+            "wasp-session-acme",
+            "uid",
+            "h1",
+            "Running",
+            ready=True,
+            deleting=False,
+            contract_version=version,
+        )
+        decision = decide(suspended=False, desired_hash="h1", pod=old)
+        assert (decision.step, decision.reason) == (Step.DELETE, "PodContractChanged")
+
+
 def test_nothing_new_starts_while_the_old_pod_is_terminating() -> None:
     for suspended in (False, True):
         terminating = pod(spec_hash="h1", deleting=True)

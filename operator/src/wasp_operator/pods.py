@@ -14,7 +14,10 @@ default session image or default resources, nor how the pod is laid out
 (env, volumes): upgrading the operator (whose chart moves the default image
 with it) restarts no tenant. A pod created later (a spec change, a lost
 pod) gets the new default image and layout; a changed spec or
-``podTemplate.image`` replaces the pod at once.
+``podTemplate.image`` replaces the pod at once. What the session container
+must be given to run at all (how its secrets arrive) is versioned apart
+(``contract.POD_CONTRACT_VERSION``, an annotation): changing it replaces
+every pod once.
 """
 
 from __future__ import annotations
@@ -294,7 +297,10 @@ def build_pod(session: Session, config: OperatorConfig) -> dict[str, Any]:
             "name": session.pod_name,
             "namespace": session.namespace,
             "labels": labels_of(session),
-            "annotations": {contract.ANNOTATION_SPEC_HASH: spec_hash(session, config)},
+            "annotations": {
+                contract.ANNOTATION_SPEC_HASH: spec_hash(session, config),
+                contract.ANNOTATION_POD_CONTRACT: contract.POD_CONTRACT_VERSION,
+            },
             "ownerReferences": [owner_reference(session)],
         },
         "spec": pod_spec,

@@ -5,7 +5,9 @@ one next step that brings the world closer to the spec. Called again after
 every change (of the resource, of the pod, or on a timer), so each step is
 small and a missed event only delays, never loses, a step.
 
-At most one pod per tenant: an outdated or failed pod is deleted (never
+A pod made for another version of the pod contract (``contract.
+POD_CONTRACT_VERSION``: how the container gets its secrets) is outdated
+whatever its spec hash. At most one pod per tenant: an outdated or failed pod is deleted (never
 force-deleted) and a new one is created only once the old object is gone.
 This module does no I/O.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from wasp import contract
 from wasp_operator.status import PodView
 
 REPLACED_POD_PHASES = frozenset({"Succeeded", "Failed"})
@@ -49,8 +52,18 @@ def decide(*, suspended: bool, desired_hash: str, pod: PodView | None) -> Decisi
         )
     if suspended:
         return Decision(Step.DELETE, "Suspended")
-    if pod.phase in REPLACED_POD_PHASES:
-        return Decision(Step.DELETE, f"Pod{pod.phase}")
-    if pod.spec_hash != desired_hash:
-        return Decision(Step.DELETE, "SpecChanged")
+    outdated = _outdated(pod, desired_hash)
+    if outdated is not None:
+        return Decision(Step.DELETE, outdated)
     return Decision(Step.NOTHING, "UpToDate")
+
+
+def _outdated(pod: PodView, desired_hash: str) -> str | None:
+    """Why a live pod must be replaced (failed, older contract or spec), or None."""
+    if pod.phase in REPLACED_POD_PHASES:
+        return f"Pod{pod.phase}"
+    if pod.contract_version != contract.POD_CONTRACT_VERSION:
+        return "PodContractChanged"
+    if pod.spec_hash != desired_hash:
+        return "SpecChanged"
+    return None

@@ -48,6 +48,7 @@ class PodView:
     ready: bool
     deleting: bool
     created: str = ""  # RFC 3339 creationTimestamp
+    contract_version: str | None = contract.POD_CONTRACT_VERSION  # its pod-contract annotation
 
 
 def pod_view(body: Mapping[str, Any]) -> PodView:
@@ -62,6 +63,7 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
         deleting=bool(meta.get("deletionTimestamp")),
         created=str(meta.get("creationTimestamp") or ""),
+        contract_version=(meta.get("annotations") or {}).get(contract.ANNOTATION_POD_CONTRACT),
     )
 
 

@@ -470,3 +470,14 @@ def keys_deleted_with_session(tenant: str) -> tuple[str, ...]:
         account_key(tenant),
         owner_key(tenant),  # last: until it goes, no other resource can take the tenant
     )
+
+
+# ---------------------------------------------------------------- session liveness
+# ``/healthz`` of a session pod answers 503 naming the loop that stopped making
+# progress: silent for longer than this stall (default: the lease TTL) plus the
+# loop's own period (and, for the delivery loop, a job's TTL).
+ENV_LIVENESS_STALL_SECONDS: Final = "WASP_LIVENESS_STALL_SECONDS"
+LOOP_LIFECYCLE: Final = "lifecycle"  # the session's event loop (and its standby)
+LOOP_LEASE: Final = "lease"  # the lease renewal
+LOOP_DELIVERY: Final = "delivery"  # the OTP worker's dequeue loop
+LIVENESS_LOOPS: Final = (LOOP_LIFECYCLE, LOOP_LEASE, LOOP_DELIVERY)

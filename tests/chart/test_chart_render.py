@@ -22,6 +22,7 @@ import yaml
 import wasp
 from wasp import contract
 from wasp_operator.config import config_from_env
+from wasp_operator.runner import PROBE_REQUEST_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -93,6 +94,21 @@ def test_operator_is_probed_at_kopf_liveness_endpoint(render: Render) -> None:
     assert environment(objects)[contract.ENV_OPERATOR_LIVENESS] == (
         f"http://0.0.0.0:9090{probe['path']}"
     )
+
+
+def test_operator_readiness_asks_kopf_health_endpoint_with_the_api_check(render: Render) -> None:
+    objects = render("operator.healthPort=9090")
+    container = operator_container(objects)
+    readiness = container["readinessProbe"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports[readiness["httpGet"]["port"]] == 9090
+    # The endpoint kopf serves, fed by the operator's `kubernetes_api` probe handler.
+    assert environment(objects)[contract.ENV_OPERATOR_LIVENESS] == (
+        f"http://0.0.0.0:9090{readiness['httpGet']['path']}"
+    )
+    # It answers within its timeout: the handler's API call is bounded below it.
+    assert sum(PROBE_REQUEST_TIMEOUT) < readiness["timeoutSeconds"]
+    assert readiness["failureThreshold"] >= 1
 
 
 def test_operator_serves_prometheus_metrics_unless_turned_off(render: Render, helm: Helm) -> None:

@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         metavar="URL",
         help=(
-            "serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz "
+            "serve kopf's health endpoint (liveness and readiness: 200 only while the "
+            "watched sessions can be listed), e.g. http://0.0.0.0:8080/healthz "
             f"(env {contract.ENV_OPERATOR_LIVENESS})"
         ),
     )

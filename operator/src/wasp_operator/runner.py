@@ -4,15 +4,23 @@ Owns how kopf is set up (wasp's finalizer and annotation prefix for its
 bookkeeping, peering, liveness, which namespaces) and the lifetime of the
 objects the handlers share (Kubernetes client, Redis relay, supervisor).
 The behaviour itself lives in ``handlers.py`` and ``supervisor.py``.
+
+Also owns what kopf's health endpoint (``--liveness``, the Deployment's
+liveness and readiness probes) means beyond "kopf's tasks run": the
+``kubernetes_api`` probe handler lists WhatsAppSessions where the operator
+watches them, with its own credentials, so the endpoint fails (HTTP 500)
+while the API server cannot be reached or no longer lets the operator list
+what it watches. kopf keeps a probe's result for 10 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
+import kubernetes
 
 from wasp import contract
 from wasp_operator import handlers, metrics
@@ -23,6 +31,56 @@ from wasp_operator.supervisor import Supervisor
 
 WATCH_SERVER_TIMEOUT = 120  # re-list now and then: a silently broken watch heals
 WATCH_CLIENT_TIMEOUT = 150.0
+PROBE_ID = "kubernetes_api"  # its result's key in the health endpoint's JSON
+PROBE_REQUEST_TIMEOUT = (1.0, 3.0)  # connect, read: inside the probes' timeoutSeconds (5)
+
+
+class ApiProbe:
+    """Whether the API server answers the query the operator's watch of sessions makes."""
+
+    def __init__(
+        self, namespaces: tuple[str, ...], api: kubernetes.client.CustomObjectsApi | None = None
+    ) -> None:
+        """Ask in ``namespaces`` (none: cluster-wide), as the watch does; ``api``: a client."""
+        self._namespaces = namespaces
+        self._api = api
+
+    def check(self) -> dict[str, str]:
+        """List one WhatsAppSession per watched scope; raise if the API server does not answer.
+
+        Returns each scope's resourceVersion (``*``: cluster-wide).
+        """
+        if self._api is None:
+            self._api = kubernetes.client.CustomObjectsApi()
+        found: dict[str, str] = {}
+        for namespace in self._namespaces or (None,):
+            if namespace is None:
+                answer = self._api.list_cluster_custom_object(
+                    contract.GROUP,
+                    contract.VERSION,
+                    contract.PLURAL,
+                    limit=1,
+                    _request_timeout=PROBE_REQUEST_TIMEOUT,
+                )
+            else:
+                answer = self._api.list_namespaced_custom_object(
+                    contract.GROUP,
+                    contract.VERSION,
+                    namespace,
+                    contract.PLURAL,
+                    limit=1,
+                    _request_timeout=PROBE_REQUEST_TIMEOUT,
+                )
+            listed = cast("dict[str, Any]", answer)
+            found[namespace or "*"] = str(listed.get("metadata", {}).get("resourceVersion", ""))
+        return found
+
+
+@kopf.on.probe(id=PROBE_ID, errors=kopf.ErrorsMode.PERMANENT)
+def kubernetes_api(memo: kopf.Memo, **_: object) -> dict[str, str]:
+    """The health endpoint fails (500) unless the watched sessions can be listed now."""
+    probe: ApiProbe = memo.api_probe
+    return probe.check()
 
 
 def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -69,7 +127,7 @@ async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) 
     try:
         await kopf.operator(
             settings=operator_settings(config),
-            memo=kopf.Memo(supervisor=supervisor),
+            memo=kopf.Memo(supervisor=supervisor, api_probe=ApiProbe(config.namespaces)),
             stop_flag=stop_flag,
             **kopf_arguments(config),
         )

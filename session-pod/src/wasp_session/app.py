@@ -6,7 +6,9 @@ does not own the tenant stops with ``TenantConflict`` before it touches the
 auth state, the lease or the queue), logging, the health server, the lease,
 the auth store, the transport, the delivery worker thread, and shutdown on
 SIGTERM within ``WASP_SHUTDOWN_TIMEOUT_SECONDS`` (stop taking jobs, final
-checkpoint, stop the transport, release the lease, exit 0). Decides nothing
+checkpoint, stop the transport, release the lease, exit 0). Makes the
+process's ``health.Heartbeats`` (bounds from the lease TTL, the job TTL and
+``WASP_LIVENESS_STALL_SECONDS``) that ``/healthz`` reads. Decides nothing
 about phases: ``lifecycle`` does.
 """
 
@@ -29,7 +31,7 @@ from wasp_session.auth_store import AuthStore
 from wasp_session.config import Config, load_config, owner_uid_from, redis_url_from, tenant_from
 from wasp_session.delivery import DeliveryContext, run_delivery
 from wasp_session.errors import EXIT_CONFIG, ConfigError
-from wasp_session.gate import SendGate
+from wasp_session.health import BeatingGate, Heartbeats, bounds, stall_from
 from wasp_session.lease import Lease
 from wasp_session.lifecycle import Lifecycle
 from wasp_session.logs import configure_logging
@@ -144,6 +146,7 @@ def run(env: Mapping[str, str] | None = None) -> int:
     environ = os.environ if env is None else env
     try:
         config = load_config(environ)
+        stall = stall_from(environ, config.timings.lease_ttl)
     except ConfigError as error:
         _report_config_error(environ, error)
         return EXIT_CONFIG
@@ -151,20 +154,27 @@ def run(env: Mapping[str, str] | None = None) -> int:
     if _refuse_foreign_owner(config):
         return EXIT_CONFIG
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return Session(config).run()
+    return Session(config, stall).run()
 
 
 class Session:
     """One process's session: owns the threads and clients, not the decisions."""
 
-    def __init__(self, config: Config) -> None:
-        """Create the clients and the pieces; nothing runs yet."""
+    def __init__(self, config: Config, stall: float | None = None) -> None:
+        """Create the clients and the pieces; nothing runs yet.
+
+        ``stall``: the silence after which a loop is stuck (default the lease TTL).
+        """
         self.config = config
+        ttl = config.timings.lease_ttl
+        self.heartbeats = Heartbeats(
+            bounds(ttl if stall is None else stall, ttl, config.delivery.ttl_seconds)
+        )
         self.text = redis.Redis.from_url(config.redis_url, decode_responses=True)
         self.binary = redis.Redis.from_url(config.redis_url)
         self.stop = threading.Event()
         self.jobs_stop = threading.Event()
-        self.gate = SendGate()
+        self.gate = BeatingGate(self.heartbeats)
         self.lease = Lease(self.text, config.tenant, config.pod_name, config.timings.lease_ttl)
         self.status = StatusBoard(self.text, config.tenant, config.pod_name, self.lease)
         self.transport, database = build_transport(config, self.text)
@@ -187,6 +197,7 @@ class Session:
             gate=self.gate,
             stop=self.stop,
             stop_jobs=self._stop_jobs,
+            heartbeats=self.heartbeats,
         )
 
     def _on_signal(self, signum: int, _: FrameType | None) -> None:
@@ -210,12 +221,15 @@ class Session:
             transport=self.transport,
             gate=self.gate,
         )
+        self.heartbeats.expect(contract.LOOP_DELIVERY)
         self.delivery = threading.Thread(
             target=run_delivery, args=(context, self.jobs_stop), name="delivery", daemon=True
         )
         self.delivery.start()
 
     def _stop_jobs(self) -> None:
+        # Told to stop: no longer watched (a worker that ends by itself stays watched: stuck).
+        self.heartbeats.retire(contract.LOOP_DELIVERY)
         self.jobs_stop.set()
         if self.delivery is not None:
             self.delivery.join(timeout=max(1.0, self.config.timings.shutdown_timeout / 2))
@@ -226,7 +240,9 @@ class Session:
         """Serve until stopped or fatal; return the exit code."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        health = HealthServer(self.config.health_port, lambda: self.lifecycle.ready)
+        health = HealthServer(
+            self.config.health_port, lambda: self.lifecycle.ready, self.heartbeats.report
+        )
         health.start()
         log.info(
             "session_starting",

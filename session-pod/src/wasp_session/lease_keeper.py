@@ -3,7 +3,9 @@
 Owns the session's side of ``lease.Lease``: standing by (writing only the
 standby fields of the status, never the phase or a lease token) until the
 lease is free, then renewing it on a thread of its own every third of its
-TTL with a heartbeat. On a loss it marks the lease lost and calls
+TTL with a heartbeat. Both loops beat ``health.Heartbeats`` when given one
+(standing by is the lifecycle's loop; renewing is ``contract.LOOP_LEASE``).
+On a loss it marks the lease lost and calls
 ``on_lost`` at once (the lifecycle closes the send gate and stops the
 transport there), so from then on nothing more is sent or written; the
 session's thread finds out through ``check()``.
@@ -19,8 +21,10 @@ from collections.abc import Callable
 import redis
 import structlog
 
+from wasp import contract
 from wasp_session import metrics
 from wasp_session.errors import LeaseLostError
+from wasp_session.health import Heartbeats
 from wasp_session.lease import Lease
 from wasp_session.status import StatusBoard
 
@@ -31,9 +35,15 @@ class LeaseKeeper:
     """Acquires, renews and watches one pod's lease."""
 
     def __init__(
-        self, lease: Lease, status: StatusBoard, ttl: float, on_lost: Callable[[], None]
+        self,
+        lease: Lease,
+        status: StatusBoard,
+        ttl: float,
+        on_lost: Callable[[], None],
+        heartbeats: Heartbeats | None = None,
     ) -> None:
         """Keep ``lease`` (TTL ``ttl`` seconds); call ``on_lost`` once if it is lost."""
+        self._heartbeats = heartbeats
         self._lease = lease
         self._status = status
         self._ttl = ttl
@@ -44,6 +54,7 @@ class LeaseKeeper:
         """Stand by until the lease is ours (``True``) or ``stop`` is set (``False``)."""
         announced = False
         while not stop.is_set():
+            self._beat(contract.LOOP_LIFECYCLE)
             if self._lease.try_acquire():
                 self._status.clear_standby()
                 metrics.LEASE_HELD.set(1)
@@ -62,8 +73,19 @@ class LeaseKeeper:
         thread = threading.Thread(target=self._renew, args=(stop,), name="lease", daemon=True)
         thread.start()
 
+    def _beat(self, loop: str) -> None:
+        if self._heartbeats is not None:
+            self._heartbeats.beat(loop)
+
     def _renew(self, stop: threading.Event) -> None:
+        self._beat(contract.LOOP_LEASE)
+        self._renew_until(stop)  # a renewal that raised stays watched: it is stuck
+        if self._heartbeats is not None:
+            self._heartbeats.retire(contract.LOOP_LEASE)
+
+    def _renew_until(self, stop: threading.Event) -> None:
         while not stop.wait(self._ttl / 3):
+            self._beat(contract.LOOP_LEASE)
             if not self._lease.holds():
                 return
             try:

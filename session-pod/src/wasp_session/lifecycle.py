@@ -8,7 +8,9 @@ and the checkpoint schedule (``checkpoints``), and read control commands.
 On SIGTERM it stops taking jobs, checkpoints a last time, stops the
 transport and releases the lease; on a lost lease it stops at once and
 writes nothing more. ``/readyz`` is true only while Connected with the lease
-and the send gate open.
+and the send gate open. The event loop beats ``health.Heartbeats``
+(``contract.LOOP_LIFECYCLE``) each round, and is retired when it ends, so
+``/healthz`` fails when it stops making progress.
 
 Must not decide what an event means (``decisions``) nor carry it out
 (``reactions``); it wires the parts and runs them in order.
@@ -33,6 +35,7 @@ from wasp_session.checkpoints import CheckpointScheduler
 from wasp_session.config import Config
 from wasp_session.errors import EXIT_LEASE_LOST, EXIT_OK, AuthStoreError, LeaseLostError
 from wasp_session.gate import SendGate
+from wasp_session.health import Heartbeats, bounds
 from wasp_session.lease import Lease
 from wasp_session.lease_keeper import LeaseKeeper
 from wasp_session.phases import Phases, SessionExit
@@ -60,8 +63,15 @@ class Lifecycle:
         stop: threading.Event,
         stop_jobs: Callable[[], None],
         rand: Callable[[], float] = random.random,
+        heartbeats: Heartbeats | None = None,
     ) -> None:
         """Wire the session; ``client`` decodes responses to ``str``."""
+        t = config.timings
+        self.heartbeats = (
+            heartbeats
+            if heartbeats is not None
+            else Heartbeats(bounds(t.lease_ttl, t.lease_ttl, config.delivery.ttl_seconds))
+        )
         self._config = config
         self._transport = transport
         self._redis = client
@@ -71,7 +81,9 @@ class Lifecycle:
         self._gate = gate
         self._stop = stop
         self._stop_jobs = stop_jobs
-        self._keeper = LeaseKeeper(lease, status, config.timings.lease_ttl, self._on_lease_lost)
+        self._keeper = LeaseKeeper(
+            lease, status, config.timings.lease_ttl, self._on_lease_lost, self.heartbeats
+        )
         self._phases = Phases(status, gate, self._keeper.check)
         self._checkpoints = CheckpointScheduler(store, config.timings, self._keeper.lose)
         self._guard = AccountGuard(
@@ -94,6 +106,7 @@ class Lifecycle:
             guard=self._guard,
             lease_held=lease.holds,
             check_lease=self._keeper.check,
+            beat=self._beat,
         )
         self._reactions = Reactions(config, parts, stop, rand)
 
@@ -105,6 +118,16 @@ class Lifecycle:
 
     def run(self) -> int:
         """Wait for the lease, then run the session; return the exit code."""
+        self.heartbeats.expect(contract.LOOP_LIFECYCLE)
+        try:
+            return self._run()
+        finally:
+            self.heartbeats.retire(contract.LOOP_LIFECYCLE)
+
+    def _beat(self) -> None:
+        self.heartbeats.beat(contract.LOOP_LIFECYCLE)
+
+    def _run(self) -> int:
         if not self._keeper.wait(self._stop):
             return EXIT_OK
         self._keeper.start_renewing(self._stop)
@@ -140,6 +163,7 @@ class Lifecycle:
         self._checkpoints.restart_clock()
         self._reactions.connect()
         while not self._stop.is_set():
+            self._beat()
             self._keeper.check()
             try:
                 event = self._transport.events.get(timeout=_TICK)
@@ -150,6 +174,7 @@ class Lifecycle:
             self._reactions.tick()
             self._checkpoints.tick()
             self._control()
+        self.heartbeats.retire(contract.LOOP_LIFECYCLE)  # stopping: the shutdown timer bounds it
         return EXIT_OK
 
     def _control(self) -> None:

@@ -1,7 +1,9 @@
 """The session pod's Prometheus metrics (default registry) and its health endpoints.
 
-Owns ``/healthz`` (the process answers), ``/readyz`` (Connected and holding
-the lease: the callable it is given decides) and ``/metrics``, served by the
+Owns ``/healthz`` (the process answers and its loops make progress: the
+callable it is given names a stuck loop, see ``health``), ``/readyz``
+(Connected and holding the lease: the callable it is given decides) and
+``/metrics``, served by the
 standard library's HTTP server on a daemon thread. Defines the metric
 objects once, at import; records nothing by itself.
 """
@@ -38,6 +40,11 @@ CHECKPOINT_SECONDS = Histogram(
     "Time to back up, seal and write one checkpoint.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+LOOP_LAST_BEAT = Gauge(
+    "wasp_session_loop_last_beat_timestamp_seconds",
+    "When each watched loop last made progress (Unix time); /healthz fails when one is stale.",
+    labelnames=["loop"],
+)
 
 
 def set_phase(phase: str) -> None:
@@ -48,13 +55,23 @@ def set_phase(phase: str) -> None:
 class HealthServer:
     """``/healthz``, ``/readyz`` and ``/metrics`` on one port."""
 
-    def __init__(self, port: int, ready: Callable[[], bool]) -> None:
-        """Listen on ``port`` (all interfaces); ``ready()`` answers ``/readyz``."""
+    def __init__(
+        self, port: int, ready: Callable[[], bool], stuck: Callable[[], str | None] = lambda: None
+    ) -> None:
+        """Listen on ``port`` (all interfaces); ``ready()`` answers ``/readyz``.
+
+        ``stuck()`` answers ``/healthz``: ``None`` while every loop makes
+        progress, else a one-line JSON body naming the stuck loop (503).
+        """
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/healthz":
-                    self._reply(200, b"ok\n", "text/plain")
+                    problem = stuck()
+                    if problem is None:
+                        self._reply(200, b"ok\n", "text/plain")
+                    else:
+                        self._reply(503, problem.encode() + b"\n", "application/json")
                 elif self.path == "/readyz":
                     ok = ready()
                     self._reply(

@@ -92,6 +92,7 @@ class Collaborators:
     guard: AccountGuard
     lease_held: Callable[[], bool]
     check_lease: Callable[[], None]
+    beat: Callable[[], None] = lambda: None  # the lifecycle loop's heartbeat (``health``)
 
 
 class Reactions:
@@ -152,7 +153,15 @@ class Reactions:
             "StartFailed",
             f"Start {failures} of {limit} failed ({error}); retrying in {delay:.1f} s.",
         )
-        self._stop.wait(delay)
+        self._wait_beating(delay)
+
+    def _wait_beating(self, seconds: float) -> None:
+        """Wait out a backoff (or until stopped), beating the lifecycle's loop each second."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            self._p.beat()
+            if self._stop.wait(min(left, 1.0)):
+                return
 
     # ------------------------------------------------------------ events
     def handle(self, event: TransportEvent) -> None:

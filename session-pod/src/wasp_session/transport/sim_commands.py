@@ -29,6 +29,10 @@ command                 effect
 ``keepalive_timeout``   pings fail (metrics only)
 ``keepalive_restored``  pings work again
 ``crash``               the connection ends unexpectedly (pod exits, restarts)
+``hang``                the session's reads of the transport's events block
+                        for ``seconds`` (default 60; 0 ends a hang), as on a
+                        wedged whatsmeow client: its event loop stops making
+                        progress and ``/healthz`` fails (liveness restarts it)
 ======================  =====================================================
 
 Numbers in the set ``contract.simulator_absent_key`` are "not on WhatsApp".
@@ -65,6 +69,7 @@ COMMANDS = (
     "keepalive_timeout",
     "keepalive_restored",
     "crash",
+    "hang",
 )
 _PHONE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 ARGUMENTS = ("seconds", "count", "code", "reason", "phone", "jid", "push_name")

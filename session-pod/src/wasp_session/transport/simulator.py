@@ -17,6 +17,11 @@ The simulated device lives in ``simulator.db`` in the data dir (see
 whatsmeow's database. Connection work runs on a thread of its own; sends run
 on the caller's thread. Never writes the session status or message hashes:
 it reports events, records its outbox, and that is all.
+
+The ``hang`` fault wedges the session, not the simulator: for its
+``seconds``, every blocking read of ``events`` does not return, so the
+session's thread stops making progress as it would on a call into a wedged
+whatsmeow client (``/healthz`` then names the lifecycle's loop).
 """
 
 from __future__ import annotations
@@ -78,6 +83,31 @@ class SimulatorSettings:
     receipt_delay: float = 1.0
 
 
+class _EventQueue(queue.Queue[TransportEvent]):
+    """The simulator's events; during a ``hang`` a blocking ``get`` does not return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hang_lock = threading.Lock()
+        self._hang_until = 0.0
+
+    def hang(self, seconds: float) -> None:
+        """Wedge blocking reads for ``seconds`` from now (0 ends a hang)."""
+        with self._hang_lock:
+            self._hang_until = time.monotonic() + seconds
+
+    def get(self, block: bool = True, timeout: float | None = None) -> TransportEvent:  # noqa: FBT001, FBT002 - queue.Queue's signature
+        """``queue.Queue.get``, after a ``hang`` has run out for a blocking read."""
+        if block:
+            while True:
+                with self._hang_lock:
+                    left = self._hang_until - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(left, _POLL_SECONDS))
+        return super().get(block, timeout)
+
+
 def _pairing_code() -> str:
     alphabet = string.ascii_uppercase + string.digits
     chars = "".join(secrets.choice(alphabet) for _ in range(8))
@@ -96,7 +126,7 @@ class SimulatorTransport:
         self._settings = settings
         self.database = data_dir / DATABASE_NAME
         self._device = DeviceFile(self.database)
-        self._events: queue.Queue[TransportEvent] = queue.Queue()
+        self._events = _EventQueue()
         self._lock = threading.Lock()
         self._timers: list[tuple[float, int, TransportEvent]] = []
         self._sequence = itertools.count()
@@ -353,6 +383,8 @@ class SimulatorTransport:
                 self._emit(KeepAliveRestored())
             case "crash":
                 self._offline(TransportStopped("simulated: the connection ended unexpectedly"))
+            case "hang":
+                self._events.hang(max(0.0, command.number("seconds", 60.0)))
 
     def _scan(self, command: SimCommand) -> None:
         with self._lock:

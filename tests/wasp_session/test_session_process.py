@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,6 +78,32 @@ def test_sigterm_checkpoints_releases_the_lease_and_exits_zero(
     assert pod.status()[contract.STATUS_LEASE_HELD] == "0"
     events = [line["event"] for line in pod.log_lines()]
     assert events.index("session_stopping") < events.index("session_stopped")
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (its SigCgt mask, from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_a_sigterm_while_the_session_is_still_loading_stops_it_cleanly(
+    start_session: StartSession,
+) -> None:
+    pod = start_session()
+    # As soon as the entry point can hear SIGTERM (long before the session is
+    # wired: neonize and RQ are still loading), the kubelet's SIGTERM arrives.
+    deadline = time.monotonic() + 20
+    while not catches(pod.process.pid, signal.SIGTERM):
+        assert pod.process.alive()
+        assert time.monotonic() < deadline, "no SIGTERM handler within 20 s"
+        time.sleep(0.002)
+    os.kill(pod.process.pid, signal.SIGTERM)
+    assert pod.wait_exit() == 0  # not killed by the signal, not left to a SIGKILL
+    events = [line["event"] for line in pod.log_lines()]
+    assert "signal_received_while_loading" in events
+    assert "session_connected" not in events
 
 
 def test_a_restarted_pod_restores_the_account(

@@ -27,6 +27,7 @@ import redis
 import structlog
 
 from wasp import contract
+from wasp_session import early_signals
 from wasp_session.auth_store import AuthStore
 from wasp_session.config import Config, load_config, owner_uid_from, redis_url_from, tenant_from
 from wasp_session.delivery import DeliveryContext, run_delivery
@@ -240,6 +241,10 @@ class Session:
         """Serve until stopped or fatal; return the exit code."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        early = early_signals.pending()
+        if early is not None:  # asked to stop while loading: stop now, cleanly
+            log.info("signal_received_while_loading", signal=signal.Signals(early).name)
+            self._on_signal(early, None)
         health = HealthServer(
             self.config.health_port, lambda: self.lifecycle.ready, self.heartbeats.report
         )

@@ -39,8 +39,17 @@ redis: ## Install redis-server (Debian package) if it is not on PATH
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+.PHONY: node-deps
+node-deps: ## Install containerd, runc, CNI plugins and gcc (Debian packages) for the real node if missing
+	@command -v containerd >/dev/null && command -v runc >/dev/null && command -v gcc >/dev/null \
+	  && test -x /usr/lib/cni/loopback || { \
+	  echo "installing containerd, runc, containernetworking-plugins, gcc (Debian packages)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    containerd runc containernetworking-plugins gcc >/dev/null; }
+
 .PHONY: controlplane
-controlplane: venv ## Find or build etcd, kube-apiserver, kube-controller-manager, kubectl, helm (cached)
+controlplane: venv ## Find or build etcd, kube-apiserver, kube-controller-manager, kubectl, kube-scheduler, kubelet, helm (cached)
 	@PYTHONPATH=tests $(RUN)/python -m harness.assets
 
 .PHONY: checkov
@@ -54,8 +63,23 @@ checkov: uv ## Install checkov (hash-pinned, own cached virtualenv); print where
 	  touch $(CHECKOV_VENV)/.installed; }
 	@echo $(CHECKOV_VENV)/bin/checkov
 
+.PHONY: docker
+docker: ## Install Docker's engine (Debian's docker.io) and debootstrap if missing
+	@command -v dockerd >/dev/null && command -v docker >/dev/null && command -v debootstrap >/dev/null || { \
+	  echo "installing docker.io and debootstrap (Debian packages)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; }
+
+.PHONY: image
+image: venv docker ## Build wasp's image (wasp:test) from the Dockerfile, bases made locally (cached; starts dockerd)
+	@PYTHONPATH=tests $(RUN)/python -m harness.image
+
+.PHONY: image-size
+image-size: image ## Print the image's size, and what it would be per program
+	@PYTHONPATH=tests $(RUN)/python -m harness.image --measure
+
 .PHONY: deps
-deps: venv redis controlplane checkov ## Everything the tests need, installed or built
+deps: venv redis node-deps controlplane checkov image ## Everything the tests need, installed or built
 
 .PHONY: lint
 lint: venv ## ruff check and ruff format --check

@@ -1,4 +1,4 @@
-"""Fixtures every wasp test can use: a private redis-server and the real control plane."""
+"""Fixtures every wasp test can use: a private redis-server, the real control plane and node."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import redis
 
 from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
+from harness.node import Node
 from harness.operator_process import OperatorProcess
 from harness.redis_server import RedisServer
 from harness.session_process import FAST_TIMINGS, SessionProcess, session_env
@@ -48,6 +49,19 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def node(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A real node (containerd, runc, kube-scheduler, kubelet) joined to ``control_plane``.
+
+    Pods on it use host networking and local images only (``Node.import_image``).
+    """
+    real_node = Node(control_plane, tmp_path_factory.mktemp("node"))
+    try:
+        yield real_node
+    finally:
+        real_node.stop()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The control-plane binaries: found where the user keeps them, or built once.
+"""The control-plane and node binaries: found where the user keeps them, or built once.
 
 Lookup follows controller-runtime's envtest convention, so a user with
 ``setup-envtest`` builds nothing: ``TEST_ASSET_<NAME>`` first, then
@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +73,9 @@ COMPONENTS = (
             "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
             "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+            # The real node (harness.node): same module, same version stamp.
+            "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            "kubelet": "k8s.io/kubernetes/cmd/kubelet",
         },
     ),
     Component(
@@ -111,42 +113,47 @@ def user_provided(name: str) -> Path | None:
     return None
 
 
-def build(component: Component, destination: Path) -> None:
-    """Build a component's binaries with Go into ``destination``, atomically."""
+def build(component: Component, destination: Path, names: list[str]) -> None:
+    """Build ``names`` of a component's binaries with Go into ``destination``.
+
+    Each binary is built beside its final path and renamed into place, so a
+    cache folder only ever holds complete binaries, and one made before a
+    binary joined the component gains it without the others being rebuilt.
+    """
     go = shutil.which("go")
     if go is None:
         msg = (
-            f"{', '.join(component.binaries)} not found in TEST_ASSET_<NAME>, "
+            f"{', '.join(names)} not found in TEST_ASSET_<NAME>, "
             "KUBEBUILDER_ASSETS or the cache, and no `go` on PATH to build them"
         )
         raise RuntimeError(msg)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=destination.name + ".", dir=destination.parent))
+    destination.mkdir(parents=True, exist_ok=True)
     print(  # noqa: T201 - a build of several minutes says what it is doing
-        f"building {', '.join(component.binaries)} {component.version()} (once per machine)",
+        f"building {', '.join(names)} {component.version()} (once per machine)",
         file=sys.stderr,
         flush=True,
     )
-    for name, package in component.binaries.items():
+    for name in names:
+        staging = destination / f".{name}.building"
         subprocess.run(
             [
                 go,
                 "build",
                 "-trimpath",
                 "-o",
-                str(staging / name),
+                str(staging),
                 "-ldflags",
                 component.ldflags(),
-                package,
+                component.binaries[name],
             ],
             cwd=WRAPPERS / component.wrapper,
             check=True,
         )
-    staging.rename(destination)
+        staging.rename(destination / name)
 
 
 def ensure() -> dict[str, Path]:
-    """Return every control-plane binary's path, building only what is missing."""
+    """Return every binary's path, building only what is missing."""
     found: dict[str, Path] = {}
     for component in COMPONENTS:
         missing = []
@@ -163,8 +170,9 @@ def ensure() -> dict[str, Path]:
             directory.parent.mkdir(parents=True, exist_ok=True)
             with (directory.parent / f".{directory.name}.lock").open("w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one build per machine at a time
-                if not directory.is_dir():
-                    build(component, directory)
+                unbuilt = [name for name in missing if not (directory / name).is_file()]
+                if unbuilt:
+                    build(component, directory, unbuilt)
         for name in missing:
             found[name] = directory / name
     return found

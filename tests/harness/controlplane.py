@@ -6,7 +6,8 @@ kubeconfig for kubectl and clients.
 The API server runs with envtest's flags (RBAC, service-account keys,
 client-certificate authentication); the controller-manager runs so that
 garbage collection and namespace deletion happen as in a cluster. There is no
-kubelet and no scheduler: nothing runs a Pod's containers.
+kubelet and no scheduler: nothing runs a Pod's containers unless a
+``harness.node.Node`` joins it.
 """
 
 from __future__ import annotations
@@ -108,6 +109,14 @@ class ControlPlane:
                 "--service-cluster-ip-range",
                 "10.0.0.0/24",
                 "--allow-privileged=true",
+                # For a real node (harness.node): the API server reaches the kubelet
+                # (logs, exec) by the Node's hostname, authenticated by the test CA.
+                "--kubelet-preferred-address-types",
+                "Hostname",
+                "--kubelet-client-certificate",
+                str(pki.admin_cert),
+                "--kubelet-client-key",
+                str(pki.admin_key),
                 "--disable-admission-plugins",
                 "ServiceAccount",
                 "--v",

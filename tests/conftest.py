@@ -51,11 +51,14 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         plane.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def node(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """A real node (containerd, runc, kube-scheduler, kubelet) joined to ``control_plane``.
 
     Pods on it use host networking and local images only (``Node.import_image``).
+    One per test module, stopped after it: while a real scheduler and kubelet
+    run, they (not the kubelet stand-in of the operator's tests, which binds
+    pods itself) would take every pod the shared control plane gets.
     """
     real_node = Node(control_plane, tmp_path_factory.mktemp("node"))
     try:

@@ -169,15 +169,25 @@ def test_a_pod_body_reduces_to_what_the_operator_acts_on() -> None:
         "metadata": {
             "name": "wasp-session-acme",
             "uid": "u-9",
-            "annotations": {contract.ANNOTATION_SPEC_HASH: "abc"},
+            "annotations": {
+                contract.ANNOTATION_SPEC_HASH: "abc",
+                contract.ANNOTATION_POD_CONTRACT: "7",
+            },
             "deletionTimestamp": "2026-01-01T00:00:00Z",
         },
         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
     }
     assert pod_view(body) == PodView(
-        "wasp-session-acme", "u-9", "abc", "Running", ready=True, deleting=True
+        "wasp-session-acme",
+        "u-9",
+        "abc",
+        "Running",
+        ready=True,
+        deleting=True,
+        contract_version="7",
     )
-    assert pod_view({"metadata": {"name": "p"}}).phase == "Pending"
+    bare = pod_view({"metadata": {"name": "p"}})
+    assert (bare.phase, bare.contract_version) == ("Pending", None)  # a pod of before the contract
 
 
 def test_a_report_older_than_the_pod_is_its_predecessors() -> None:

@@ -63,7 +63,7 @@ def wasp_operator(
         control_plane.kubeconfig,
         tmp_path / "operator",
         namespace=namespace,
-        environment={contract.ENV_OPERATOR_RESYNC_SECONDS: str(RESYNC_SECONDS)},
+        resync_seconds=RESYNC_SECONDS,
     )
     try:
         yield operator

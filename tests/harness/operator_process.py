@@ -45,8 +45,13 @@ class OperatorProcess:
         standalone: bool = True,
         session_image: str = "wasp:test",
         environment: dict[str, str] | None = None,
+        resync_seconds: float | None = None,
     ) -> None:
-        """Start the operator; return once its liveness endpoint answers."""
+        """Start the operator; return once its liveness endpoint answers.
+
+        ``resync_seconds`` shortens how often each session is looked at anyway
+        (``--resync-seconds``), for tests that prove "within one resync".
+        """
         directory.mkdir(parents=True, exist_ok=True)
         self.liveness = f"http://127.0.0.1:{free_port()}/healthz"
         metrics_port = free_port()
@@ -73,6 +78,7 @@ class OperatorProcess:
                 self.liveness,
                 "--metrics-port",
                 str(metrics_port),
+                *(["--resync-seconds", str(resync_seconds)] if resync_seconds else []),
             ],
             directory / "wasp-operator.log",
         )

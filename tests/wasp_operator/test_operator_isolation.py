@@ -44,7 +44,7 @@ def start_operator(plane: ControlPlane, namespace: str, directory: Path) -> Oper
         plane.kubeconfig,
         directory,
         namespace=namespace,
-        environment={contract.ENV_OPERATOR_RESYNC_SECONDS: str(RESYNC_SECONDS)},
+        resync_seconds=RESYNC_SECONDS,
     )
 
 

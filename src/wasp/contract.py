@@ -445,6 +445,9 @@ ENV_OPERATOR_REDIS_SECRET_NAMESPACE: Final = "WASP_OPERATOR_REDIS_SECRET_NAMESPA
 ENV_OPERATOR_SCRAPER_NAMESPACES: Final = "WASP_OPERATOR_SCRAPER_NAMESPACES"
 ENV_OPERATOR_SCRAPER_LABELS: Final = "WASP_OPERATOR_SCRAPER_LABELS"
 ENV_OPERATOR_RESYNC_SECONDS: Final = "WASP_OPERATOR_RESYNC_SECONDS"  # default 30
+# Session pods on the node's network, each with its own health port from
+# this range ("FIRST-LAST", e.g. "20000-20999"); unset: the pod network, port 8080.
+ENV_OPERATOR_SESSION_HOST_PORTS: Final = "WASP_OPERATOR_SESSION_HOST_PORTS"
 
 # Bounds on what a job may be (the worker checks them before running anything).
 MAX_JOB_HASH_BYTES: Final = 16 * 1024  # the whole RQ job hash, all fields together

@@ -186,6 +186,51 @@ def test_the_scraper_of_session_metrics_is_configurable(render: Render) -> None:
     assert ("app.kubernetes.io/name", "prometheus") in config.scraper_labels
 
 
+def pod_spec(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(objects, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def test_session_pods_are_on_the_pod_network_unless_asked(render: Render) -> None:
+    assert contract.ENV_OPERATOR_SESSION_HOST_PORTS not in environment(render())
+    assert config_from_env(environment(render())).session_host_ports is None
+    # The range alone changes nothing: it is used only with hostNetwork.
+    ranged = render("sessionPods.healthPortRange=31000-31099")
+    assert contract.ENV_OPERATOR_SESSION_HOST_PORTS not in environment(ranged)
+
+    on_host = config_from_env(environment(render("sessionPods.hostNetwork=true")))
+    assert on_host.session_host_ports == (20000, 29999)
+    narrowed = render("sessionPods.hostNetwork=true", "sessionPods.healthPortRange=31000-31099")
+    assert config_from_env(environment(narrowed)).session_host_ports == (31000, 31099)
+    # Only the session pods move: the operator's own pod stays on the pod network.
+    assert "hostNetwork" not in pod_spec(narrowed)
+
+
+def test_the_operator_pod_joins_the_node_network_only_when_asked(render: Render) -> None:
+    assert "hostNetwork" not in pod_spec(render())
+    assert "dnsPolicy" not in pod_spec(render())
+    spec = pod_spec(render("operator.hostNetwork=true"))
+    assert (spec["hostNetwork"], spec["dnsPolicy"]) == (True, "ClusterFirstWithHostNet")
+    assert contract.ENV_OPERATOR_SESSION_HOST_PORTS not in environment(
+        render("operator.hostNetwork=true")
+    )
+
+
+def test_extra_env_is_appended_to_the_operators_own(render: Render) -> None:
+    chart_env = operator_container(render())["env"]
+    objects = render(
+        "operator.extraEnv[0].name=KUBERNETES_SERVICE_HOST",
+        "operator.extraEnv[0].value=127.0.0.1",
+        "operator.extraEnv[1].name=NODE_NAME",
+        "operator.extraEnv[1].valueFrom.fieldRef.fieldPath=spec.nodeName",
+    )
+    assert operator_container(objects)["env"] == [
+        *chart_env,
+        {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+
+
 def test_single_replica_runs_standalone_and_is_never_doubled(render: Render) -> None:
     objects = render()
     assert environment(objects)[contract.ENV_OPERATOR_STANDALONE] == "1"

@@ -149,6 +149,26 @@ def test_chart_defaults_match_contract_and_package_version() -> None:
             id="bad-port",
         ),
         pytest.param("redis.url=http://redis:6379", ["at '/redis/url'"], id="not-a-redis-url"),
+        pytest.param(
+            "sessionPods.healthPortRange=80-90",
+            ["at '/sessionPods/healthPortRange'"],
+            id="privileged-host-ports",
+        ),
+        pytest.param(
+            "sessionPods.healthPortRange=20000",
+            ["at '/sessionPods/healthPortRange'"],
+            id="host-port-not-a-range",
+        ),
+        pytest.param(
+            "sessionPods.healthPortRange=20000-65536",
+            ["at '/sessionPods/healthPortRange'"],
+            id="host-port-beyond-65535",
+        ),
+        pytest.param(
+            "operator.extraEnv[0].value=1",
+            ["at '/operator/extraEnv/0'", "'name'"],
+            id="env-no-name",
+        ),
     ],
 )
 def test_values_outside_schema_are_refused_naming_the_key(
@@ -176,6 +196,11 @@ def test_values_outside_schema_are_refused_naming_the_key(
             "watchNamespaces is empty: list the namespaces with WhatsAppSessions, "
             "or set rbac.clusterWide=true",
             id="nothing-to-watch",
+        ),
+        pytest.param(
+            ["sessionPods.hostNetwork=true", "sessionPods.healthPortRange=29999-20000"],
+            'sessionPods.healthPortRange must be FIRST-LAST with FIRST <= LAST, got "29999-20000"',
+            id="host-ports-backwards",
         ),
     ],
 )

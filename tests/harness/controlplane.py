@@ -30,9 +30,23 @@ START_TIMEOUT = 120.0
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager, and a kubeconfig."""
 
-    def __init__(self, directory: Path, binaries: dict[str, Path] | None = None) -> None:
-        """Start the three servers in ``directory``; stop them with ``stop()``."""
+    def __init__(
+        self,
+        directory: Path,
+        binaries: dict[str, Path] | None = None,
+        *,
+        service_accounts: bool = False,
+    ) -> None:
+        """Start the three servers in ``directory``; stop them with ``stop()``.
+
+        ``service_accounts`` turns on the ServiceAccount admission plugin, as in
+        a real cluster: every pod then names an existing ServiceAccount and gets
+        its token mounted unless it opts out. Off by default, like envtest: the
+        kubelet stand-in's tests make pods in namespaces just created, before
+        the controller-manager has made their ``default`` ServiceAccount.
+        """
         self.directory = directory
+        self.service_accounts = service_accounts
         self.binaries = binaries if binaries is not None else assets.ensure()
         self.processes: list[ManagedProcess] = []
         self.pki = certificates.create(directory / "pki")
@@ -117,8 +131,11 @@ class ControlPlane:
                 str(pki.admin_cert),
                 "--kubelet-client-key",
                 str(pki.admin_key),
-                "--disable-admission-plugins",
-                "ServiceAccount",
+                *(
+                    []
+                    if self.service_accounts
+                    else ["--disable-admission-plugins", "ServiceAccount"]
+                ),
                 "--v",
                 "1",
             ],

@@ -197,6 +197,7 @@ state = "{folder / "state"}"
         image is imported once per change.
         """
         docker = _which("docker")
+        reference = normalized_reference(name)
         image_id = subprocess.run(
             [docker, "image", "inspect", "--format", "{{.Id}}", name],
             capture_output=True,
@@ -204,12 +205,12 @@ state = "{folder / "state"}"
             check=True,
             timeout=60,
         ).stdout.strip()
-        if self._image_label(name) == image_id:
+        if self._image_label(reference) == image_id:
             return
         # Streamed: an image of hundreds of MB never sits in this process's memory.
         with subprocess.Popen([docker, "save", name], stdout=subprocess.PIPE) as save:
             assert save.stdout is not None
-            self._import_archive(save.stdout, name, image_id)
+            self._import_archive(save.stdout, reference, image_id)
         if save.returncode != 0:
             msg = f"docker save {name} failed ({save.returncode})"
             raise RuntimeError(msg)
@@ -343,6 +344,16 @@ state = "{folder / "state"}"
         containers = self.containers()
         if containers:
             self.ctr("containers", "delete", *containers, check=False)
+
+
+def normalized_reference(name: str) -> str:
+    """``name`` as containerd and the kubelet spell it: ``docker.io/library/wasp:test``."""
+    first, slash, _ = name.partition("/")
+    if not slash:
+        return f"docker.io/library/{name}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{name}"
+    return name
 
 
 def _which(program: str) -> str:

@@ -6,10 +6,17 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wasp import contract
 from wasp_operator.cli import build_parser, config_from
-from wasp_operator.config import DEFAULT_SESSION_IMAGE, OperatorConfig, config_from_env
+from wasp_operator.config import (
+    DEFAULT_SESSION_IMAGE,
+    OperatorConfig,
+    config_from_env,
+    parse_port_range,
+)
 
 
 def test_the_environment_configures_the_operator() -> None:
@@ -85,3 +92,61 @@ def test_the_admin_secrets_namespace_and_the_resync_are_settings() -> None:
     for bad in ("0", "-1", "soon", "nan", "inf"):
         with pytest.raises(ValueError, match="positive number of seconds"):
             config_from_env({contract.ENV_OPERATOR_RESYNC_SECONDS: bad})
+
+
+# ---------------------------------------------------------------- session pods on the host network
+def test_session_host_ports_are_a_range_from_the_environment_or_the_flag() -> None:
+    assert OperatorConfig().session_host_ports is None  # the pod network, port 8080
+    assert config_from_env({}).session_host_ports is None
+    assert (
+        config_from_env({contract.ENV_OPERATOR_SESSION_HOST_PORTS: " "}).session_host_ports is None
+    )
+    environ = {contract.ENV_OPERATOR_SESSION_HOST_PORTS: "20000-20999"}
+    assert config_from_env(environ).session_host_ports == (20000, 20999)
+    assert config_from(build_parser().parse_args([]), environ).session_host_ports == (20000, 20999)
+    flagged = config_from(
+        build_parser().parse_args(["--session-host-ports", "31000-31000"]), environ
+    )
+    assert flagged.session_host_ports == (31000, 31000)
+    cleared = config_from(build_parser().parse_args(["--session-host-ports", ""]), environ)
+    assert cleared.session_host_ports is None
+
+
+@pytest.mark.parametrize(
+    "bad", ["20000", "20000-", "-20000", "a-b", "80-90", "1023-2000", "3000-2000", "60000-65536"]
+)
+def test_a_bad_host_port_range_is_refused_saying_how_to_write_one(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"FIRST-LAST with 1024 <= FIRST <= LAST <= 65535"):
+        config_from_env({contract.ENV_OPERATOR_SESSION_HOST_PORTS: bad})
+
+
+def test_a_bad_host_port_flag_stops_the_operator_with_the_reason() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wasp_operator", "--session-host-ports", "8080-80"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2  # argparse's usage error: kopf never started
+    assert result.stderr.startswith("usage: wasp-operator")
+    assert "FIRST-LAST" in result.stderr
+    assert "'8080-80'" in result.stderr
+
+
+@given(text=st.text(max_size=40) | st.from_regex(r"\A ?[0-9]{1,6} ?- ?[0-9]{1,6} ?\Z"))
+def test_any_text_is_a_valid_port_range_or_refused_with_a_reason(text: str) -> None:
+    try:
+        parsed = parse_port_range(text)
+    except ValueError as error:
+        refusal = str(error)
+    else:
+        if parsed is None:
+            assert not text.strip()
+            return
+        first, last = parsed
+        assert 1024 <= first <= last <= 65535
+        assert [int(part) for part in text.split("-")] == [first, last]  # the numbers written
+        return
+    assert "FIRST-LAST" in refusal
+    assert repr(text.strip()) in refusal

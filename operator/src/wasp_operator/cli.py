@@ -18,6 +18,7 @@ from wasp_operator.config import (
     parse_labels,
     parse_list,
     parse_port,
+    parse_port_range,
     parse_seconds,
     parse_secret_ref,
 )
@@ -105,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
             "default 30)"
         ),
     )
+    parser.add_argument(
+        "--session-host-ports",
+        metavar="FIRST-LAST",
+        help=(
+            "run session pods on the node's network, each with its own health port from "
+            "this range, e.g. 20000-20999; empty: on the pod network, port "
+            f"{contract.SESSION_HEALTH_PORT} (env {contract.ENV_OPERATOR_SESSION_HOST_PORTS})"
+        ),
+    )
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument(
         "--standalone",
@@ -149,10 +159,7 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> OperatorCo
         changes["namespaces"] = ()
     elif args.namespace:
         changes["namespaces"] = parse_list(",".join(args.namespace))
-    if args.session_image:
-        changes["session_image"] = args.session_image
-    if args.allowed_session_images is not None:
-        changes["allowed_session_images"] = parse_list(args.allowed_session_images)
+    changes |= _session_pod_changes(args)
     if args.scraper_namespaces is not None:
         changes["scraper_namespaces"] = parse_list(args.scraper_namespaces)
     if args.scraper_labels is not None:
@@ -165,6 +172,18 @@ def config_from(args: argparse.Namespace, environ: dict[str, str]) -> OperatorCo
     if args.metrics_port:
         changes["metrics_port"] = parse_port(args.metrics_port)
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+
+def _session_pod_changes(args: argparse.Namespace) -> dict[str, object]:
+    """The flags about session pods: their images, their network."""
+    changes: dict[str, object] = {}
+    if args.session_image:
+        changes["session_image"] = args.session_image
+    if args.allowed_session_images is not None:
+        changes["allowed_session_images"] = parse_list(args.allowed_session_images)
+    if args.session_host_ports is not None:
+        changes["session_host_ports"] = parse_port_range(args.session_host_ports)
+    return changes
 
 
 def _redis_changes(args: argparse.Namespace) -> dict[str, object]:

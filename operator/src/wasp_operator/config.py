@@ -7,6 +7,7 @@ client and decides nothing about sessions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ from wasp import contract
 DEFAULT_SESSION_IMAGE = "ghcr.io/wasp-dev/wasp:latest"
 DEFAULT_RESYNC_SECONDS = 30.0
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+LOWEST_HOST_PORT = 1024  # below: privileged ports, which a non-root session may not bind
+HIGHEST_PORT = 65535
+PORT_RANGE = re.compile(r"(?P<first>[0-9]{1,5}) *- *(?P<last>[0-9]{1,5})")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,9 @@ class OperatorConfig:
     metrics_port: int | None = None  # None: no /metrics endpoint
     # How often each session is compared with the world anyway (and its users re-made).
     resync_seconds: float = DEFAULT_RESYNC_SECONDS
+    # Session pods on the node's network, each with its own health port from
+    # this range (first, last), inclusive. None: the pod network, port 8080.
+    session_host_ports: tuple[int, int] | None = None
 
     @property
     def allowed_images(self) -> tuple[str, ...]:
@@ -65,6 +72,9 @@ def config_from_env(environ: Mapping[str, str]) -> OperatorConfig:
         metrics_port=parse_port(environ.get(contract.ENV_OPERATOR_METRICS_PORT, "")),
         resync_seconds=parse_seconds(environ.get(contract.ENV_OPERATOR_RESYNC_SECONDS, ""))
         or DEFAULT_RESYNC_SECONDS,
+        session_host_ports=parse_port_range(
+            environ.get(contract.ENV_OPERATOR_SESSION_HOST_PORTS, "")
+        ),
     )
 
 
@@ -94,6 +104,22 @@ def parse_port(text: str) -> int | None:
         msg = f"a port must be a number from 1 to 65535, got {text!r}"
         raise ValueError(msg)
     return int(text)
+
+
+def parse_port_range(text: str) -> tuple[int, int] | None:
+    """``FIRST-LAST`` (1024 <= FIRST <= LAST <= 65535) as (first, last); None when empty."""
+    text = text.strip()
+    if not text:
+        return None
+    if (match := PORT_RANGE.fullmatch(text)) is not None:
+        first, last = int(match["first"]), int(match["last"])
+        if LOWEST_HOST_PORT <= first <= last <= HIGHEST_PORT:
+            return first, last
+    msg = (
+        f"a port range is FIRST-LAST with {LOWEST_HOST_PORT} <= FIRST <= LAST <= "
+        f"{HIGHEST_PORT} (e.g. 20000-20999), got {text!r}"
+    )
+    raise ValueError(msg)
 
 
 def parse_seconds(text: str) -> float | None:

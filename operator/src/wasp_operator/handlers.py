@@ -4,7 +4,8 @@ Each handler hands its work to the ``Supervisor`` (kept in kopf's memo) and
 translates the operator's errors into ``kopf.TemporaryError`` or
 ``kopf.PermanentError``. Registering them is importing this module.
 
-- an index of wasp's pods, by (namespace, session name);
+- an index of wasp's pods, by (namespace, session name), and one of the host
+  ports they hold (session pods on the node's network avoid each other's);
 - a daemon per WhatsAppSession: the session's loop (``supervisor.py``);
 - watch events of sessions and of wasp's pods wake that loop;
 - deletion (under wasp's finalizer) stops the pod and, for the tenant's owner
@@ -13,13 +14,14 @@ translates the operator's errors into ``kopf.TemporaryError`` or
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, cast
 
 import kopf
 
 from wasp import contract
 from wasp_operator.errors import OperatorError
+from wasp_operator.pods import host_ports_in
 from wasp_operator.sessions import Session, session_from_body
 from wasp_operator.status import PodView, pod_view
 from wasp_operator.supervisor import Supervisor
@@ -49,6 +51,18 @@ def session_pods(
     return {(namespace, session): pod_view(body)}
 
 
+@kopf.index("v1", "pods", labels=WASP_PODS)
+def session_host_ports(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: object
+) -> dict[tuple[str, str], tuple[int, ...]] | None:
+    """Index the host ports of wasp's pods by (namespace, session name); none: not indexed."""
+    session = labels.get(contract.LABEL_SESSION)
+    ports = host_ports_in(body)
+    if not namespace or not session or not ports:
+        return None
+    return {(namespace, session): ports}
+
+
 @kopf.on.event("v1", "pods", labels=WASP_PODS)
 def pod_changed(
     namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: object
@@ -72,6 +86,7 @@ async def run_session(
 ) -> None:
     """The session's loop, for as long as the resource exists (resumed on restarts)."""
     session_pods: kopf.Index[tuple[str, str], PodView] = kwargs["session_pods"]
+    host_ports: kopf.Index[tuple[str, str], tuple[int, ...]] = kwargs["session_host_ports"]
 
     def pod_of(session: Session) -> PodView | None:
         for pod in session_pods.get((session.namespace, session.name), []):
@@ -79,7 +94,18 @@ async def run_session(
                 return pod
         return None
 
-    await supervisor_of(memo).run(body, pod_of, logger)
+    def ports_in_use(session: Session) -> Collection[int]:
+        """The host ports of every other session's pod this operator sees."""
+        own = (session.namespace, session.name)
+        return {
+            port
+            for key, store in host_ports.items()
+            if key != own
+            for ports in store
+            for port in ports
+        }
+
+    await supervisor_of(memo).run(body, pod_of, logger, ports_in_use)
 
 
 @kopf.on.delete(*CR, timeout=CLEANUP_TIMEOUT_SECONDS, backoff=POD_GONE_POLL_SECONDS)

@@ -6,7 +6,11 @@ Owns what may reach a session pod and what it may reach, and nothing else:
   and only from the metrics scraper the operator is configured with (pods
   with ``scraper_labels`` in ``scraper_namespaces``); none when no scraper is
   configured. Probes need no rule: NetworkPolicy never blocks a pod's own
-  node, where the kubelet probes from.
+  node, where the kubelet probes from. With session pods on the node's
+  network (``config.session_host_ports``) each has its own health port: the
+  rule names the port by its name, ``health``. NetworkPolicies do not apply
+  to host-network pods at all (network plugins enforce them on the pod
+  network only); the policy is still made, for a plugin that would.
 - egress: DNS (53, UDP and TCP), Redis (its port, from the Redis URL) and
   WhatsApp (TCP 443 and 5222 to any public address). WhatsApp's servers are
   behind Meta's edge, whose addresses change without notice and which a
@@ -27,7 +31,7 @@ from urllib.parse import urlsplit
 
 from wasp import contract
 from wasp_operator.config import OperatorConfig
-from wasp_operator.pods import labels_of, owner_reference
+from wasp_operator.pods import HEALTH_PORT_NAME, labels_of, owner_reference
 from wasp_operator.sessions import Session
 
 DNS_PORT: Final = 53
@@ -67,7 +71,7 @@ def pod_selector(session: Session) -> dict[str, Any]:
     }
 
 
-def _ports(*ports: int, protocols: tuple[str, ...] = ("TCP",)) -> list[dict[str, Any]]:
+def _ports(*ports: int | str, protocols: tuple[str, ...] = ("TCP",)) -> list[dict[str, Any]]:
     return [{"protocol": protocol, "port": port} for port in ports for protocol in protocols]
 
 
@@ -85,10 +89,14 @@ def ingress_rules(config: OperatorConfig) -> list[dict[str, Any]]:
         ]
     }
     pods = {"matchLabels": dict(config.scraper_labels)} if config.scraper_labels else {}
+    # On the node's network each pod has its own health port: name it, not its number.
+    health: int | str = (
+        HEALTH_PORT_NAME if config.session_host_ports is not None else contract.SESSION_HEALTH_PORT
+    )
     return [
         {
             "from": [{"namespaceSelector": namespaces, "podSelector": pods}],
-            "ports": _ports(contract.SESSION_HEALTH_PORT),
+            "ports": _ports(health),
         }
     ]
 

@@ -2,17 +2,20 @@
 
 Owns every setting of the pod: its security (non-root, read-only root
 filesystem, no capabilities, seccomp, no service-account token), its probes,
-its default resources, its environment (names from ``wasp.contract``; no
-secret at all: the pod's two Secrets, its auth key and its own Redis
-credential, are read-only files), which images it may run (the operator's
-allowlist), and the spec hash that tells a pod built for an older spec.
+its default resources, its network (the pod network, or the node's with a
+health port of its own: ``host_port_of``), its environment (names from
+``wasp.contract``; no secret at all: the pod's two Secrets, its auth key and
+its own Redis credential, are read-only files), which images it may run (the
+operator's allowlist), and the spec hash that tells a pod built for an older
+spec.
 It never talks to the API server: ``reconcile.py`` decides, ``kube.py`` acts.
 
 The hash covers what the session asks for (its ``Session`` fields, its own
 image override and the Redis Secret), not the operator's own code, version,
 default session image or default resources, nor how the pod is laid out
-(env, volumes): upgrading the operator (whose chart moves the default image
-with it) restarts no tenant. A pod created later (a spec change, a lost
+(env, volumes, network, health port): upgrading the operator (whose chart
+moves the default image with it, or puts session pods on the node's
+network) restarts no tenant. A pod created later (a spec change, a lost
 pod) gets the new default image and layout; a changed spec or
 ``podTemplate.image`` replaces the pod at once. What the session container
 must be given to run at all (how its secrets arrive) is versioned apart
@@ -27,12 +30,13 @@ import dataclasses
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from wasp import contract
 from wasp_operator.config import OperatorConfig
+from wasp_operator.errors import OperatorError
 from wasp_operator.sessions import SecretRef, Session
 
 RUN_AS_USER = 65532  # "nonroot" of distroless images
@@ -155,7 +159,53 @@ def secret_files(session: Session) -> tuple[tuple[str, str, str, str], ...]:
     )
 
 
-def environment(session: Session, config: OperatorConfig) -> list[dict[str, Any]]:  # noqa: ARG001
+def host_port_of(key: str, ports: tuple[int, int], taken: Collection[int]) -> int:
+    """A port of ``ports`` (first, last) for ``key`` (``namespace/name``), not in ``taken``.
+
+    Each key starts at its own place in the range (its SHA-256 modulo the
+    range's size) and takes the first port from there, wrapping, that no
+    other session pod holds: the same key gets the same port while that one
+    is free, and many keys spread over the range.
+    """
+    first, last = ports
+    count = last - first + 1
+    start = int(hashlib.sha256(key.encode()).hexdigest(), 16) % count
+    used = frozenset(taken)
+    for step in range(count):
+        port = first + (start + step) % count
+        if port not in used:
+            return port
+    msg = (
+        f"every session host port from {first} to {last} is taken by another session pod: "
+        f"widen {contract.ENV_OPERATOR_SESSION_HOST_PORTS} (the chart's "
+        "sessionPods.healthPortRange) or run fewer sessions"
+    )
+    raise OperatorError(msg)
+
+
+def health_port_of(session: Session, config: OperatorConfig, taken: Collection[int] = ()) -> int:
+    """The session container's health port: 8080 on the pod network, else its own host port."""
+    if config.session_host_ports is None:
+        return contract.SESSION_HEALTH_PORT
+    return host_port_of(f"{session.namespace}/{session.name}", config.session_host_ports, taken)
+
+
+def host_ports_in(pod: Mapping[str, Any]) -> tuple[int, ...]:
+    """Every host port a pod body's containers hold on their node (none on the pod network)."""
+    spec = pod.get("spec") or {}
+    return tuple(
+        int(port["hostPort"])
+        for each in spec.get("containers") or ()
+        for port in each.get("ports") or ()
+        if port.get("hostPort")
+    )
+
+
+def environment(
+    session: Session,
+    config: OperatorConfig,  # noqa: ARG001
+    health_port: int = contract.SESSION_HEALTH_PORT,
+) -> list[dict[str, Any]]:
     """The session container's env: settings by value, secrets only as paths to their files."""
     env = [
         _value(contract.ENV_TENANT, session.tenant),
@@ -181,7 +231,7 @@ def environment(session: Session, config: OperatorConfig) -> list[dict[str, Any]
         _value(contract.ENV_RETRY_BACKOFF_SECONDS, session.retry_backoff_seconds),
         _value(contract.ENV_RATE_PER_MINUTE, session.rate_per_minute),
         _value(contract.ENV_DATA_DIR, contract.SESSION_DATA_DIR),
-        _value(contract.ENV_HEALTH_PORT, contract.SESSION_HEALTH_PORT),
+        _value(contract.ENV_HEALTH_PORT, health_port),
         _value(contract.ENV_LOG_FORMAT, "json"),
     ]
     if session.phone_number:
@@ -200,21 +250,26 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def container(session: Session, config: OperatorConfig) -> dict[str, Any]:
-    """The session container: locked down, probed, configured by env."""
+def container(
+    session: Session, config: OperatorConfig, health_port: int = contract.SESSION_HEALTH_PORT
+) -> dict[str, Any]:
+    """The session container: locked down, probed, configured by env.
+
+    On the node's network (``config.session_host_ports``), its health port is
+    also its host port: the scheduler then never puts two pods holding the
+    same port on one node.
+    """
+    port: dict[str, Any] = {"name": HEALTH_PORT_NAME, "containerPort": health_port}
+    if config.session_host_ports is not None:
+        port["hostPort"] = health_port
+    port["protocol"] = "TCP"
     spec: dict[str, Any] = {
         "name": contract.SESSION_CONTAINER,
         "image": image_of(session, config),
         "imagePullPolicy": "IfNotPresent",
         "command": [contract.SESSION_COMMAND],
-        "env": environment(session, config),
-        "ports": [
-            {
-                "name": HEALTH_PORT_NAME,
-                "containerPort": contract.SESSION_HEALTH_PORT,
-                "protocol": "TCP",
-            }
-        ],
+        "env": environment(session, config, health_port),
+        "ports": [port],
         # Restoring the auth state and connecting can take a while: the startup
         # probe holds the liveness probe off until the process first answers.
         "startupProbe": _probe(contract.HEALTH_LIVE_PATH, period=2, failures=60),
@@ -265,8 +320,15 @@ def secret_volumes(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-def build_pod(session: Session, config: OperatorConfig) -> dict[str, Any]:
-    """The one pod of a session, owned by its WhatsAppSession."""
+def build_pod(
+    session: Session, config: OperatorConfig, taken_ports: Collection[int] = ()
+) -> dict[str, Any]:
+    """The one pod of a session, owned by its WhatsAppSession.
+
+    ``taken_ports``: the host ports the operator's other session pods hold,
+    which this one's health port avoids (only on the node's network).
+    """
+    health_port = health_port_of(session, config, taken_ports)
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -279,13 +341,17 @@ def build_pod(session: Session, config: OperatorConfig) -> dict[str, Any]:
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container(session, config)],
+        "containers": [container(session, config, health_port)],
         "volumes": [
             {"name": DATA_VOLUME, "emptyDir": {}},
             {"name": TMP_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             *secret_volumes(session),
         ],
     }
+    if config.session_host_ports is not None:
+        # The node's network: no pod network needed. DNS still resolves the cluster's names.
+        pod_spec["hostNetwork"] = True
+        pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     if session.node_selector:
         pod_spec["nodeSelector"] = dict(session.node_selector)
     if session.tolerations:

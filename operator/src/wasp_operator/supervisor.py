@@ -9,10 +9,11 @@ pod (``reconcile.decide``), then write the status (``status.py``) from the
 lease holder's report (``relay.py``) and an Event for each phase change.
 Also the cleanup when a resource goes.
 
-It holds no Kubernetes objects of its own: the live body and the pod index
-come from kopf (``handlers.py``), the calls go through ``kube.py``,
-``tenancy.py`` and ``relay.py``. Who owns a tenant is always read from Redis;
-what it remembers between cycles (``_Seen``) only saves work and logs.
+It holds no Kubernetes objects of its own: the live body, the pod index and
+the host ports other session pods hold come from kopf (``handlers.py``), the
+calls go through ``kube.py``, ``tenancy.py`` and ``relay.py``. Who owns a
+tenant is always read from Redis; what it remembers between cycles
+(``_Seen``) only saves work and logs.
 Errors are the operator's own (``errors.py``); the handlers translate them
 for kopf.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,12 @@ LOOP_END_TIMEOUT = 15.0  # a cycle in flight finishes well within this
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # body, type, reason, message
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 REASON_REDIS_SECRET_MISSING = "RedisSecretMissing"  # noqa: S105 - a reason, no password
+# The host ports other session pods hold (those on the node's network), for a session.
+PortsInUse = Callable[[Session], Collection[int]]
+
+
+def _no_ports(_: Session) -> Collection[int]:
+    return ()
 
 
 @dataclass
@@ -86,6 +93,7 @@ class Supervisor:
         body: Mapping[str, Any],
         pod_of: Callable[[Session], status.PodView | None],
         logger: Logger,
+        ports_in_use: PortsInUse = _no_ports,
     ) -> None:
         """Run one session until kopf stops it; ``body`` is kopf's live view."""
         first = session_from_body(body)
@@ -101,7 +109,9 @@ class Supervisor:
                 if session.deleting:
                     return
                 try:
-                    await self.cycle(session, body, pod_of(session), seen, logger)
+                    await self.cycle(
+                        session, body, pod_of(session), seen, logger, ports_in_use=ports_in_use
+                    )
                 except OperatorError as error:
                     logger.warning(f"session_cycle_failed: {error}")  # noqa: G004
                 with contextlib.suppress(TimeoutError):
@@ -114,13 +124,15 @@ class Supervisor:
             metrics.phase_moved(seen.phase, None)
             ended.set()
 
-    async def cycle(
+    async def cycle(  # noqa: PLR0913 - every input is a separate fact
         self,
         session: Session,
         body: Mapping[str, Any],
         pod: status.PodView | None,
         seen: _Seen,
         logger: Logger,
+        *,
+        ports_in_use: PortsInUse = _no_ports,
     ) -> None:
         """One pass: stand on Redis, step the pod, write the status."""
         seen.redis_problem = None
@@ -142,7 +154,7 @@ class Supervisor:
             )
             await asyncio.to_thread(self.kube.apply_network_policy, policy)
         if decision.step is reconcile.Step.CREATE and runnable:
-            await self._create_pod(session, body, decision)
+            await self._create_pod(session, body, decision, ports_in_use)
         elif decision.step is reconcile.Step.DELETE and pod is not None:
             await asyncio.to_thread(self.kube.delete_pod, session.namespace, pod.name, pod.uid)
             metrics.POD_ACTIONS.labels(action="delete", reason=decision.reason).inc()
@@ -152,12 +164,17 @@ class Supervisor:
         await self._write_status(session, body, pod, seen, refusal=refusal, logger=logger)
 
     async def _create_pod(
-        self, session: Session, body: Mapping[str, Any], decision: reconcile.Decision
+        self,
+        session: Session,
+        body: Mapping[str, Any],
+        decision: reconcile.Decision,
+        ports_in_use: PortsInUse,
     ) -> None:
+        # Only on the node's network do pods hold host ports that a new one must avoid.
+        taken = ports_in_use(session) if self.config.session_host_ports is not None else ()
+        pod = pods.build_pod(session, self.config, taken)
         await asyncio.to_thread(self.kube.ensure_auth_secret, session)
-        created = await asyncio.to_thread(
-            self.kube.create_pod, pods.build_pod(session, self.config)
-        )
+        created = await asyncio.to_thread(self.kube.create_pod, pod)
         if created:
             metrics.POD_ACTIONS.labels(action="create", reason=decision.reason).inc()
             self.post_event(body, "Normal", "PodCreated", f"Created pod {session.pod_name}.")

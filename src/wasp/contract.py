@@ -285,6 +285,7 @@ ENV_OPERATOR_NAMESPACE: Final = "WASP_OPERATOR_NAMESPACE"  # watch one namespace
 ENV_OPERATOR_SESSION_IMAGE: Final = "WASP_OPERATOR_SESSION_IMAGE"  # default session image
 ENV_OPERATOR_REDIS_SECRET: Final = "WASP_OPERATOR_REDIS_SECRET"  # noqa: S105 - NAME[:KEY]
 ENV_OPERATOR_STANDALONE: Final = "WASP_OPERATOR_STANDALONE"  # "1": no peering
+ENV_OPERATOR_POD_ID: Final = "POD_ID"  # kopf's name for a replica's identity: the pod's name
 ENV_OPERATOR_LIVENESS: Final = "WASP_OPERATOR_LIVENESS"  # e.g. http://0.0.0.0:8080/healthz
 ENV_OPERATOR_METRICS_PORT: Final = "WASP_OPERATOR_METRICS_PORT"  # Prometheus /metrics; unset: off
 

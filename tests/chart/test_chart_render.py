@@ -51,7 +51,12 @@ def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def environment(objects: list[dict[str, Any]]) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in operator_container(objects)["env"]}
+    """The operator's env given by value (not those from the pod's fields)."""
+    return {
+        item["name"]: item["value"]
+        for item in operator_container(objects)["env"]
+        if "value" in item
+    }
 
 
 def deploy_objects(name: str) -> list[dict[str, Any]]:
@@ -214,6 +219,17 @@ def test_the_operator_pod_joins_the_node_network_only_when_asked(render: Render)
     assert contract.ENV_OPERATOR_SESSION_HOST_PORTS not in environment(
         render("operator.hostNetwork=true")
     )
+    # Probed where the kubelet shares its network: on loopback, never the node's address.
+    for objects, host in ((render(), None), (render("operator.hostNetwork=true"), "127.0.0.1")):
+        container = operator_container(objects)
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"].get("host") == host
+
+
+def test_each_operator_replica_is_named_by_its_pod(render: Render) -> None:
+    # kopf names peers by POD_ID; without it, it asks /etc/passwd for a user the image lacks.
+    (entry,) = [e for e in operator_container(render())["env"] if e["name"] == "POD_ID"]
+    assert entry["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 def test_extra_env_is_appended_to_the_operators_own(render: Render) -> None:

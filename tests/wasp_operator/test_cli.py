@@ -150,3 +150,12 @@ def test_any_text_is_a_valid_port_range_or_refused_with_a_reason(text: str) -> N
         return
     assert "FIRST-LAST" in refusal
     assert repr(text.strip()) in refusal
+
+
+def test_a_replica_is_named_without_asking_the_user_database() -> None:
+    from wasp_operator.runner import own_identity  # noqa: PLC0415
+
+    assert own_identity({"POD_ID": "wasp-operator-7c6d-kl6xh"}) == "wasp-operator-7c6d-kl6xh"
+    first, second = own_identity({}), own_identity({})
+    assert first.startswith("wasp-operator@")
+    assert first != second  # two processes on one host never share a name

@@ -71,6 +71,8 @@ def test_on_the_host_network_the_pod_serves_its_health_port_on_the_node() -> Non
     assert health_env(pod) == str(port["containerPort"])  # the session listens where probed
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert the_container(pod)[probe]["httpGet"]["port"] == "health"
+        # The kubelet shares the node's network: it asks on loopback, never the node's address.
+        assert the_container(pod)[probe]["httpGet"]["host"] == "127.0.0.1"
     assert host_ports_in(pod) == (port["containerPort"],)
     assert host_ports_in(build_pod(session(), ON_POD_NETWORK)) == ()
 
@@ -83,6 +85,8 @@ def test_the_host_network_changes_nothing_else_of_the_pod() -> None:
     (port,) = container["ports"]
     del port["hostPort"]
     port["containerPort"] = contract.SESSION_HEALTH_PORT
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        del container[probe]["httpGet"]["host"]
     for entry in container["env"]:
         if entry["name"] == contract.ENV_HEALTH_PORT:
             entry["value"] = str(contract.SESSION_HEALTH_PORT)

@@ -42,6 +42,7 @@ from wasp_operator.sessions import SecretRef, Session
 RUN_AS_USER = 65532  # "nonroot" of distroless images
 TERMINATION_GRACE_SECONDS = 60  # time for a clean checkpoint of the auth state on SIGTERM
 HEALTH_PORT_NAME = "health"
+LOOPBACK = "127.0.0.1"  # where the kubelet probes a pod on the node's network
 DATA_VOLUME = "data"
 TMP_VOLUME = "tmp"
 AUTH_VOLUME = "auth-key"
@@ -241,9 +242,18 @@ def environment(
     return env
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def _probe(path: str, period: int, failures: int, *, on_node_network: bool) -> dict[str, Any]:
+    """An HTTP probe of the health port; on the node's network, asked on 127.0.0.1.
+
+    A host-network pod shares the kubelet's network, so the kubelet reaches it
+    on the loopback address: the probe never leaves the node, whatever the
+    node's own address is.
+    """
+    http_get: dict[str, Any] = {"path": path, "port": HEALTH_PORT_NAME}
+    if on_node_network:
+        http_get["host"] = LOOPBACK
     return {
-        "httpGet": {"path": path, "port": HEALTH_PORT_NAME},
+        "httpGet": http_get,
         "periodSeconds": period,
         "timeoutSeconds": 3,
         "failureThreshold": failures,
@@ -259,8 +269,9 @@ def container(
     also its host port: the scheduler then never puts two pods holding the
     same port on one node.
     """
+    on_node = config.session_host_ports is not None
     port: dict[str, Any] = {"name": HEALTH_PORT_NAME, "containerPort": health_port}
-    if config.session_host_ports is not None:
+    if on_node:
         port["hostPort"] = health_port
     port["protocol"] = "TCP"
     spec: dict[str, Any] = {
@@ -272,9 +283,9 @@ def container(
         "ports": [port],
         # Restoring the auth state and connecting can take a while: the startup
         # probe holds the liveness probe off until the process first answers.
-        "startupProbe": _probe(contract.HEALTH_LIVE_PATH, period=2, failures=60),
-        "livenessProbe": _probe(contract.HEALTH_LIVE_PATH, period=10, failures=3),
-        "readinessProbe": _probe(contract.HEALTH_READY_PATH, period=5, failures=1),
+        "startupProbe": _probe(contract.HEALTH_LIVE_PATH, 2, 60, on_node_network=on_node),
+        "livenessProbe": _probe(contract.HEALTH_LIVE_PATH, 10, 3, on_node_network=on_node),
+        "readinessProbe": _probe(contract.HEALTH_READY_PATH, 5, 1, on_node_network=on_node),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS_USER,

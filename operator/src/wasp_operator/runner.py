@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 from typing import Any, cast
 
 import kopf
@@ -117,6 +120,21 @@ def kopf_arguments(config: OperatorConfig) -> dict[str, Any]:
     return arguments
 
 
+def own_identity(environ: dict[str, str] | None = None) -> str:
+    """This replica's name among its peers: ``POD_ID`` (the pod's name), else host/pid/random.
+
+    Spelled here, not by kopf, whose default asks the user database for the
+    process's user name: a container running as a uid without an entry in
+    the image's ``/etc/passwd`` (the chart's 65532, or any uid a platform
+    assigns) would crash at start.
+    """
+    environment = os.environ if environ is None else environ
+    pod = environment.get(contract.ENV_OPERATOR_POD_ID, "").strip()
+    if pod:
+        return pod
+    return f"{contract.OPERATOR_NAME}@{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
 async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) -> None:
     """Run the operator until stopped (SIGTERM/SIGINT, or ``stop_flag``)."""
     load_configuration()
@@ -129,6 +147,7 @@ async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) 
             settings=operator_settings(config),
             memo=kopf.Memo(supervisor=supervisor, api_probe=ApiProbe(config.namespaces)),
             stop_flag=stop_flag,
+            identity=cast("Any", own_identity()),  # kopf's Identity (a NewType of str) is private
             **kopf_arguments(config),
         )
     finally:

@@ -78,6 +78,14 @@ image: venv docker ## Build wasp's image (wasp:test) from the Dockerfile, bases 
 image-size: image ## Print the image's size, and what it would be per program
 	@PYTHONPATH=tests $(RUN)/python -m harness.image --measure
 
+.PHONY: demo
+demo: venv redis node-deps controlplane image ## Run wasp on this machine (control plane, real node, Redis, the chart), pair a sandbox tenant, send an OTP; leaves it running
+	@PYTHONPATH=tests $(RUN)/python -m harness.demo up
+
+.PHONY: demo-down
+demo-down: venv ## Stop `make demo` and remove all it made (processes, mounts, cgroups, .demo/)
+	@PYTHONPATH=tests $(RUN)/python -m harness.demo down
+
 .PHONY: deps
 deps: venv redis node-deps controlplane checkov image ## Everything the tests need, installed or built
 

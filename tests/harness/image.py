@@ -23,7 +23,9 @@ Cache: every image is labelled or tagged with the hash of what goes into it
 ``uv.lock``, ``README.md``, the three source trees and the bases' image ids).
 Nothing whose hash is already there is rebuilt, so a second run takes about a
 second. ``dockerd`` is started in the background when it does not answer
-(log: ``$WASP_CACHE_DIR/image/dockerd.log``) and left running.
+(log: ``$WASP_CACHE_DIR/image/dockerd.log``) and left running; its pid is
+recorded (``dockerd.pid`` beside the log), so ``make demo-down`` stops only a
+dockerd that wasp's tooling started.
 
 Run as ``python -m harness.image [--measure]``: builds what is missing, prints
 the tags and timings; ``--measure`` adds the size each program would need.
@@ -47,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.assets import cache_root
+from harness.processes import start_time
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -127,6 +130,25 @@ def docker_answers() -> bool:
     return docker("version", "--format", "{{.Server.Version}}", check=False).returncode == 0
 
 
+def dockerd_record() -> Path:
+    """``pid start-time`` of the dockerd :func:`ensure_docker` started (none: not started here)."""
+    return image_cache() / "dockerd.pid"
+
+
+def recorded_dockerd() -> int | None:
+    """The pid of the dockerd wasp's tooling started, if that very process still runs."""
+    try:
+        pid, started = dockerd_record().read_text(encoding="ascii").split()
+    except (FileNotFoundError, ValueError):
+        return None
+    return int(pid) if start_time(int(pid)) == started else None
+
+
+def forget_dockerd() -> None:
+    """Drop the record once that dockerd is stopped."""
+    dockerd_record().unlink(missing_ok=True)
+
+
 def ensure_docker(timeout: float = 60.0) -> None:
     """Start dockerd in the background unless an engine already answers."""
     if docker_answers():
@@ -138,13 +160,14 @@ def ensure_docker(timeout: float = 60.0) -> None:
     log_path = image_cache() / "dockerd.log"
     log(f"starting dockerd (log: {log_path})")
     with log_path.open("ab") as output:
-        subprocess.Popen(
+        started = subprocess.Popen(
             [dockerd],
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    dockerd_record().write_text(f"{started.pid} {start_time(started.pid)}\n", encoding="ascii")
     deadline = time.monotonic() + timeout
     while not docker_answers():
         if time.monotonic() > deadline:

@@ -157,4 +157,6 @@ async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) 
 def run(config: OperatorConfig, *, verbose: bool = False) -> None:
     """Run the operator in a fresh event loop (the command line's entry)."""
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON, log_refkey="object")
+    # The probes ask /healthz every few seconds: no log line per request unless verbose.
+    logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if verbose else logging.WARNING)
     asyncio.run(serve(config))

@@ -224,6 +224,21 @@ def test_the_operator_gives_each_session_pod_a_port_no_other_holds(
         log=two_port_operator.log,
     )
     assert port_of("initech") is None  # no pod made to wait for a port
+    # The tenant sees why: `kubectl describe whatsappsession initech` lists the Event.
+    events = eventually(
+        lambda: control_plane.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            "involvedObject.name=initech,reason=NoHostPort",
+            "-o",
+            "name",
+        ).stdout.strip(),
+        "a NoHostPort Event on initech",
+    )
+    assert events
 
     control_plane.kubectl("delete", contract.PLURAL, "acme", "-n", namespace)
     freed = eventually(lambda: port_of("initech"), "initech's pod", log=two_port_operator.log)

@@ -43,6 +43,7 @@ LOOP_END_TIMEOUT = 15.0  # a cycle in flight finishes well within this
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # body, type, reason, message
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 REASON_REDIS_SECRET_MISSING = "RedisSecretMissing"  # noqa: S105 - a reason, no password
+REASON_NO_HOST_PORT = "NoHostPort"  # an Event: every session host port of the range is held
 # The host ports other session pods hold (those on the node's network), for a session.
 PortsInUse = Callable[[Session], Collection[int]]
 
@@ -172,7 +173,11 @@ class Supervisor:
     ) -> None:
         # Only on the node's network do pods hold host ports that a new one must avoid.
         taken = ports_in_use(session) if self.config.session_host_ports is not None else ()
-        pod = pods.build_pod(session, self.config, taken)
+        try:
+            pod = pods.build_pod(session, self.config, taken)
+        except OperatorError as error:  # every host port of the range is held: say so, retry later
+            self.post_event(body, "Warning", REASON_NO_HOST_PORT, str(error))
+            raise
         await asyncio.to_thread(self.kube.ensure_auth_secret, session)
         created = await asyncio.to_thread(self.kube.create_pod, pod)
         if created:

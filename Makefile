@@ -79,11 +79,11 @@ image-size: image ## Print the image's size, and what it would be per program
 	@PYTHONPATH=tests $(RUN)/python -m harness.image --measure
 
 .PHONY: demo
-demo: venv redis node-deps controlplane image ## Run wasp on this machine (control plane, real node, Redis, the chart), pair a sandbox tenant, send an OTP; leaves it running
+demo: venv redis node-deps controlplane image ## Run wasp locally (control plane, real node, Redis, chart), pair a sandbox tenant, send an OTP
 	@PYTHONPATH=tests $(RUN)/python -m harness.demo up
 
 .PHONY: demo-down
-demo-down: venv ## Stop `make demo` and remove all it made (processes, mounts, cgroups, .demo/)
+demo-down: venv ## Stop make demo and remove all it made (processes, mounts, cgroups, .demo/)
 	@PYTHONPATH=tests $(RUN)/python -m harness.demo down
 
 .PHONY: deps

@@ -30,6 +30,7 @@ from harness.wasp_cluster import TENANTS_NAMESPACE, WaspCluster, eventually
 from wasp import contract
 from wasp.client import WaspClient
 from wasp_operator.pods import DEFAULT_RESOURCES, HEALTH_PORT_NAME, RUN_AS_USER
+from wasp_session.errors import EXIT_SHUTDOWN_TIMED_OUT
 
 pytestmark = pytest.mark.node
 
@@ -455,6 +456,8 @@ def test_a_hung_session_fails_liveness_and_the_kubelet_restarts_it(
                 f"{restarted_after:.0f} s, {before_restart['reason']}, "
                 f"exit code {before_restart['exitCode']}"
             )
+            # Stopped while wedged: it says so (5), it does not claim to need a human (1).
+            assert before_restart["exitCode"] in {EXIT_SHUTDOWN_TIMED_OUT, 137}
 
             assert_resumed_without_pairing(wasp_cluster, tenant, jid, qr)
             assert healthz(port)[0] == 200

@@ -22,7 +22,7 @@ import pytest
 
 from harness.session_process import SessionProcess
 from wasp import contract
-from wasp_session.errors import EXIT_CONFIG, ConfigError
+from wasp_session.errors import EXIT_CONFIG, EXIT_SHUTDOWN_TIMED_OUT, ConfigError
 from wasp_session.health import Heartbeats, bounds, stall_from
 
 STALL = 2.0  # seconds of silence before a loop is stuck, in these tests
@@ -85,6 +85,19 @@ def test_healthz_fails_naming_the_hung_loop_and_recovers(
     assert pod.health(contract.HEALTH_READY_PATH) == 200
     pod.terminate()
     assert pod.wait_exit() == 0
+
+
+def test_a_wedged_session_told_to_stop_exits_in_time_saying_so(
+    start_session: Callable[..., SessionProcess],
+) -> None:
+    # What the kubelet does after failed liveness probes: SIGTERM a wedged session.
+    pod = _connected(start_session, **{contract.ENV_SHUTDOWN_TIMEOUT_SECONDS: "3"})
+    pod.simulate("hang", seconds=600)
+    pod.wait_for(lambda: _healthz(pod)[0] == 503, "/healthz 503", timeout=LIFECYCLE_BOUND + 15)
+    pod.terminate()
+    # Not 1 ("Failed, needs a human"): a restart restores the last checkpoint.
+    assert pod.wait_exit(timeout=20) == EXIT_SHUTDOWN_TIMED_OUT
+    assert any(line.get("event") == "shutdown_timed_out" for line in pod.log_lines())
 
 
 def test_a_stopped_process_does_not_answer_until_continued(

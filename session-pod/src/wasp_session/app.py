@@ -31,7 +31,7 @@ from wasp_session import early_signals
 from wasp_session.auth_store import AuthStore
 from wasp_session.config import Config, load_config, owner_uid_from, redis_url_from, tenant_from
 from wasp_session.delivery import DeliveryContext, run_delivery
-from wasp_session.errors import EXIT_CONFIG, ConfigError
+from wasp_session.errors import EXIT_CONFIG, EXIT_SHUTDOWN_TIMED_OUT, ConfigError
 from wasp_session.health import BeatingGate, Heartbeats, bounds, stall_from
 from wasp_session.lease import Lease
 from wasp_session.lifecycle import Lifecycle
@@ -42,7 +42,6 @@ from wasp_session.status import StatusBoard
 from wasp_session.transport.base import Transport
 
 log = structlog.stdlib.get_logger("wasp_session.app")
-_EXIT_AFTER_TIMEOUT = 1
 
 
 def build_transport(config: Config, client: redis.Redis) -> tuple[Transport, Path]:
@@ -212,7 +211,7 @@ class Session:
 
     def _too_slow(self) -> None:
         log.error("shutdown_timed_out", seconds=self.config.timings.shutdown_timeout)
-        os._exit(_EXIT_AFTER_TIMEOUT)
+        os._exit(EXIT_SHUTDOWN_TIMED_OUT)
 
     def _start_jobs(self) -> None:
         context = DeliveryContext(

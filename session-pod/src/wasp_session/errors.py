@@ -13,6 +13,9 @@ EXIT_FAILED = 1  # phase Failed: needs a human (client outdated, repeated start 
 EXIT_CONFIG = 2  # bad configuration, or another WhatsAppSession owns the tenant (TenantConflict)
 EXIT_TRANSPORT_STOPPED = 3  # the connection ended unexpectedly; a restart may help
 EXIT_LEASE_LOST = 4  # another pod took the lease; this one wrote nothing more
+# Asked to stop, it did not finish in time (e.g. a wedged transport): nothing to fix
+# by hand, the next start restores the last checkpoint; not Failed.
+EXIT_SHUTDOWN_TIMED_OUT = 5
 
 
 class SessionError(Exception):

@@ -10,10 +10,10 @@ prints:
    Connected and the pod Ready;
 3. for the paired tenant's pod deleted (SIGTERM, checkpoint): the new pod
    created → Ready (restored, no scan), the time a tenant is without a pod;
-4. memory, as the kubelet reports it (``/stats/summary`` through the API
-   server: the container's cgroup working set, the figure the kubelet
-   evicts and the OOM killer act on) and its RSS: the session pod while
-   pairing, Connected and idle, and after ``--otps`` OTPs; the operator's pod.
+4. memory, as the kubelet reports it (its ``/stats/summary``: the
+   container's cgroup working set, the figure the kubelet evicts on) and
+   its RSS: the session pod while pairing, Connected and idle, and after
+   ``--otps`` OTPs; the operator's pod.
 
 Run as root: ``.venv/bin/python bench/pods_on_node.py [--rounds 2] [--otps 200]``.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -49,11 +51,7 @@ def pod_ready(pod: dict[str, Any] | None) -> bool:
 
 def memory_of(cluster: WaspCluster, namespace: str, pod_name: str) -> dict[str, float]:
     """The pod's containers' working set and RSS in MiB, from the kubelet's summary API."""
-    summary = json.loads(
-        cluster.kubectl(
-            "get", "--raw", f"/api/v1/nodes/{cluster.real_node.name}/proxy/stats/summary"
-        ).stdout
-    )
+    summary = cluster.real_node.stats_summary()
     for pod in summary.get("pods", []):
         reference = pod["podRef"]
         if reference["namespace"] == namespace and reference["name"] == pod_name:
@@ -106,7 +104,7 @@ def one_round(directory: Path, otps: int) -> dict[str, float]:
         tenant = "bench"
         pod_name = contract.session_pod_name(tenant)
         started = time.monotonic()
-        cluster.apply_session(tenant)
+        cluster.apply_session(tenant, delivery={"rateLimit": {"perMinute": 1000}})
         eventually(
             lambda: (
                 ((cluster.session_pod(tenant) or {}).get("status") or {}).get("phase") == "Running"
@@ -177,6 +175,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--otps", type=int, default=200)
     arguments = parser.parse_args()
+    # The client logs each OTP it enqueues: only the figures are printed here.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     rounds: list[dict[str, float]] = []
     for number in range(1, arguments.rounds + 1):
         with tempfile.TemporaryDirectory(prefix="wasp-pods-bench-") as directory:

@@ -29,10 +29,12 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
+import urllib.request
 import uuid
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from harness import assets, node_cleanup
 from harness.controlplane import ControlPlane
@@ -322,6 +324,25 @@ state = "{folder / "state"}"
             check=False,
         )
         return result.stdout.strip() == "True"
+
+    def stats_summary(self) -> dict[str, Any]:
+        """The kubelet's ``/stats/summary``: each pod's and container's CPU and memory.
+
+        Asked of the kubelet directly, with the test CA's admin certificate:
+        the API server's node proxy refuses the node's loopback address.
+        """
+        context = ssl.create_default_context(
+            cafile=str(self.directory / "kubelet-pki" / "kubelet.crt")
+        )
+        context.check_hostname = (
+            False  # the kubelet's own certificate names the host, not 127.0.0.1
+        )
+        pki = self.control_plane.pki
+        context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        url = f"https://127.0.0.1:{self.port}/stats/summary"
+        with urllib.request.urlopen(url, timeout=10, context=context) as response:
+            summary: dict[str, Any] = json.load(response)
+        return summary
 
     # -- teardown -----------------------------------------------------------------
     def stop(self) -> None:

@@ -167,7 +167,7 @@ class WaspCluster:
         merged = _merge(self.chart_values(image_tag), values or {})
         values_file = self.directory / f"values-{verb}-{time.monotonic_ns()}.json"
         values_file.write_text(json.dumps(merged, indent=2), encoding="utf-8")  # JSON is YAML
-        self.helm(
+        result = self.helm(
             verb,
             RELEASE,
             str(CHART),
@@ -178,7 +178,13 @@ class WaspCluster:
             "--wait",
             "--timeout",
             f"{int(WAIT_TIMEOUT)}s",
+            check=False,
         )
+        if result.returncode != 0:
+            msg = (
+                f"helm {verb} failed ({result.returncode}): {result.stderr}\n{self.release_state()}"
+            )
+            raise AssertionError(msg)
         self.kubectl(
             "rollout",
             "status",
@@ -204,6 +210,20 @@ class WaspCluster:
         )
         pods: list[dict[str, Any]] = listing["items"]
         return sorted(pods, key=lambda pod: pod["metadata"]["creationTimestamp"])
+
+    def release_state(self) -> str:
+        """The operator's Deployment, its pods and events, and its log: for failure messages."""
+        parts = []
+        for args in (
+            ("get", "pods", "-A", "-o", "wide"),
+            ("get", "replicasets", "-n", RELEASE_NAMESPACE),
+            ("describe", "deployment", OPERATOR_DEPLOYMENT, "-n", RELEASE_NAMESPACE),
+            ("describe", "pods", "-n", RELEASE_NAMESPACE),
+            ("get", "events", "-n", RELEASE_NAMESPACE),
+        ):
+            result = self.kubectl(*args, check=False)
+            parts.append(f"--- kubectl {' '.join(args)}:\n{result.stdout[-5000:]}{result.stderr}")
+        return "\n".join([*parts, self.operator_logs()])
 
     def operator_logs(self) -> str:
         """The operator's log (its current pods), for failure messages."""

@@ -224,9 +224,10 @@ def test_the_operator_gives_each_session_pod_a_port_no_other_holds(
         log=two_port_operator.log,
     )
     assert port_of("initech") is None  # no pod made to wait for a port
+
     # The tenant sees why: `kubectl describe whatsappsession initech` lists the Event.
-    events = eventually(
-        lambda: control_plane.kubectl(
+    def no_host_port_events() -> str:
+        return control_plane.kubectl(
             "get",
             "events",
             "-n",
@@ -235,9 +236,9 @@ def test_the_operator_gives_each_session_pod_a_port_no_other_holds(
             "involvedObject.name=initech,reason=NoHostPort",
             "-o",
             "name",
-        ).stdout.strip(),
-        "a NoHostPort Event on initech",
-    )
+        ).stdout.strip()
+
+    events = eventually(no_host_port_events, "a NoHostPort Event on initech")
     assert events
 
     control_plane.kubectl("delete", contract.PLURAL, "acme", "-n", namespace)

@@ -15,6 +15,7 @@ message beyond ``queued``: only the session's worker does that.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -46,7 +47,7 @@ from wasp.sessions import (
     read_hash,
 )
 from wasp.templates import validate_code, validate_template
-from wasp.timestamps import utc_now
+from wasp.timestamps import format_timestamp, utc_now
 
 __all__ = ["DEFAULT_TTL_SECONDS", "WaspClient"]
 
@@ -64,6 +65,26 @@ def _binary_twin(connection: redis.Redis) -> redis.Redis:
     kwargs = {**pool.connection_kwargs, "decode_responses": False}
     return redis.Redis(
         connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )
+
+
+def _expired_if_unsendable(status: MessageStatus) -> MessageStatus:
+    """``status``, or ``failed``/``expired`` for a ``queued`` one whose job is gone by now.
+
+    Its job lived the OTP's TTL plus ``queueing.JOB_LIFETIME_MARGIN_SECONDS``
+    (RQ's ``ttl``); past that nothing can send it. The session's worker
+    records the same when it meets the dead job id; this says it without one.
+    """
+    if status.state != "queued" or status.expires_at is None:
+        return status
+    margin = timedelta(seconds=queueing.JOB_LIFETIME_MARGIN_SECONDS)
+    if utc_now() < status.expires_at + margin:
+        return status
+    return dataclasses.replace(
+        status,
+        state="failed",
+        reason="expired",
+        error=f"not sent: its time to live ended at {format_timestamp(status.expires_at)}",
     )
 
 
@@ -192,11 +213,14 @@ class WaspClient:
         """What is known about a message; ``MessageNotFoundError`` if nothing is.
 
         A job enqueued with plain RQ that no worker has taken yet reads as
-        ``queued``.
+        ``queued``. A ``queued`` message whose job outlived its RQ ``ttl``
+        (the OTP's TTL + ``queueing.JOB_LIFETIME_MARGIN_SECONDS``) reads as
+        ``failed``/``expired``: nothing can send it any more, even when no
+        worker comes to record it (a suspended or deleted session).
         """
         status = self._messages.get(message_id)
         if status is not None:
-            return status
+            return _expired_if_unsendable(status)
         if _MESSAGE_ID.fullmatch(message_id) and Job.exists(
             contract.job_id(self.tenant, message_id), connection=self._rq
         ):

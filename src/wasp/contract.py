@@ -157,6 +157,15 @@ def control_key(tenant: str) -> str:
     return f"wasp:{tenant}:control"
 
 
+def pairing_key(tenant: str) -> str:
+    """Hash: pairing windows opened since the last reset, and a halt waiting for ``pair``.
+
+    Written by the session pod holding the lease (``wasp_session.pairing_record``),
+    read at start, so a restart neither restarts the window count nor un-halts.
+    """
+    return f"wasp:{tenant}:pairing"
+
+
 def simulator_commands_key(tenant: str) -> str:
     """List of commands the simulator transport plays (scan, faults, receipts)."""
     return f"wasp:{tenant}:sim:commands"
@@ -219,6 +228,7 @@ FAILURE_REASONS: Final = (
     "banned",
     "send_error",
     "invalid_job",
+    "uncertain",  # the send may have reached WhatsApp (a timeout, a crash): not sent again
 )
 # How long a message hash is kept after its last change (seconds).
 MESSAGE_RETENTION_SECONDS: Final = 7 * 24 * 3600
@@ -437,6 +447,9 @@ REASON_TENANT_CONFLICT: Final = "TenantConflict"  # another resource owns the te
 REASON_ACCOUNT_MISMATCH: Final = "AccountMismatch"  # paired to an account it is not pinned to
 REASON_IMAGE_NOT_ALLOWED: Final = "ImageNotAllowed"  # podTemplate.image not in the allowlist
 
+# A session refuses a Redis whose maxmemory-policy may evict keys (wasp_session.redis_policy).
+REASON_REDIS_EVICTION_POLICY: Final = "RedisEvictionPolicy"
+
 # The operator's settings for isolation.
 ENV_OPERATOR_SESSION_IMAGES: Final = "WASP_OPERATOR_SESSION_IMAGES"  # allowlist, comma-separated
 ENV_OPERATOR_REDIS_SECRET_NAMESPACE: Final = "WASP_OPERATOR_REDIS_SECRET_NAMESPACE"  # noqa: S105
@@ -467,6 +480,7 @@ def keys_deleted_with_session(tenant: str) -> tuple[str, ...]:
         lease_key(tenant),
         status_key(tenant),
         control_key(tenant),
+        pairing_key(tenant),
         simulator_commands_key(tenant),
         simulator_outbox_key(tenant),
         simulator_absent_key(tenant),

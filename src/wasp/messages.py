@@ -46,6 +46,7 @@ FailureReason: TypeAlias = Literal[
     "banned",
     "send_error",
     "invalid_job",
+    "uncertain",
 ]
 
 # Forward order of the states; ``failed`` may follow only states before ``sent``.

@@ -29,6 +29,7 @@ from wasp import contract
 __all__ = [
     "COMMAND_RULES",
     "api_user_rules",
+    "rq_tenant_key_patterns",
     "session_user_rules",
     "setuser_arguments",
 ]
@@ -51,7 +52,7 @@ COMMAND_RULES: Final = (
     "-fcall_ro",
     "-script|flush",
     "-script|kill",
-    "+info",  # RQ reads the server's version
+    "+info",  # RQ reads the server's version; the session its maxmemory_policy
     "+client|setname",  # RQ names its worker's connection
     "+client|getname",
     "+client|id",
@@ -71,16 +72,26 @@ _RQ_GLOBAL_KEYS: Final = (
 )
 
 
-def _rq_tenant_keys(tenant: str) -> tuple[str, ...]:
-    """RQ's keys of the tenant's queue and of its jobs (ids ``<tenant>_<message id>``)."""
+def rq_tenant_key_patterns(tenant: str) -> tuple[str, ...]:
+    """Glob patterns of RQ's keys of the tenant's queue and of its jobs (``<tenant>_<id>``).
+
+    What both identities may reach under ``rq:``, and what the operator
+    deletes with the session. Tenant ids are DNS-1123 labels (no ``:``,
+    ``_`` or glob characters), so no pattern reaches another tenant's keys.
+    """
     queue = contract.delivery_queue(tenant)
     job_prefix = contract.job_id(tenant, "")
     return (
-        f"~rq:*:{queue}",  # rq:queue:, rq:wip:, rq:finished:, rq:failed:, ... of the queue
-        f"~rq:*:{queue}:*",
-        f"~rq:job:{job_prefix}*",  # the job hashes, their dependents and dependencies
-        f"~rq:*:{job_prefix}*",  # rq:results:, rq:executions:, rq:execution: of its jobs
+        f"rq:*:{queue}",  # rq:queue:, rq:wip:, rq:finished:, rq:failed:, ... of the queue
+        f"rq:*:{queue}:*",
+        f"rq:job:{job_prefix}*",  # the job hashes, their dependents and dependencies
+        f"rq:*:{job_prefix}*",  # rq:results:, rq:executions:, rq:execution: of its jobs
     )
+
+
+def _rq_tenant_keys(tenant: str) -> tuple[str, ...]:
+    """``rq_tenant_key_patterns`` as ACL key rules."""
+    return tuple(f"~{pattern}" for pattern in rq_tenant_key_patterns(tenant))
 
 
 def session_user_rules(tenant: str) -> tuple[str, ...]:

@@ -21,8 +21,18 @@ from harness.processes import ManagedProcess, free_port, wait_until
 class RedisServer:
     """One private redis-server: its own port, its own directory, no persistence."""
 
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
-        """Start the server and wait until it answers PING."""
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        password: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        """Start the server and wait until it answers PING.
+
+        ``extra_args``: more ``redis-server`` options, e.g.
+        ``("--maxmemory-policy", "allkeys-lru")``; kept across ``restart()``.
+        """
         binary = shutil.which("redis-server")
         if binary is None:
             msg = "redis-server is not installed: run `make deps` (Debian package redis-server)"
@@ -30,6 +40,7 @@ class RedisServer:
         self._binary = binary
         self._directory = directory
         self.password = password
+        self.extra_args = tuple(extra_args)
         self.port = free_port()
         userinfo = f":{password}@" if password else ""
         self.url = f"redis://{userinfo}127.0.0.1:{self.port}/0"
@@ -56,6 +67,7 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         process = ManagedProcess(
             "redis-server", args, self._directory / f"redis-{self._starts}.log"
         )

@@ -3,11 +3,13 @@
 Owns the order of things: configuration (a bad value stops the program with
 one line and a ``Failed`` status), the ownership check (a pod whose resource
 does not own the tenant stops with ``TenantConflict`` before it touches the
-auth state, the lease or the queue), logging, the health server, the lease,
-the auth store, the transport, the delivery worker thread, and shutdown on
-SIGTERM within ``WASP_SHUTDOWN_TIMEOUT_SECONDS`` (stop taking jobs, final
-checkpoint, stop the transport, release the lease, exit 0). Makes the
-process's ``health.Heartbeats`` (bounds from the lease TTL, the job TTL and
+auth state, the lease or the queue), the Redis's eviction policy (one that
+may evict keys stops it with ``RedisEvictionPolicy``: ``redis_policy``),
+logging, the health server, the lease, the auth store, the transport, the
+delivery worker thread, and shutdown on SIGTERM within
+``WASP_SHUTDOWN_TIMEOUT_SECONDS`` (stop taking jobs, final checkpoint, stop
+the transport, release the lease, exit 0). Makes the process's
+``health.Heartbeats`` (bounds from the lease TTL, the job TTL and
 ``WASP_LIVENESS_STALL_SECONDS``) that ``/healthz`` reads. Decides nothing
 about phases: ``lifecycle`` does.
 """
@@ -38,6 +40,7 @@ from wasp_session.lifecycle import Lifecycle
 from wasp_session.logs import configure_logging
 from wasp_session.metrics import HealthServer
 from wasp_session.ownership import conflict_message, foreign_owner
+from wasp_session.redis_policy import refuse_evicting_redis
 from wasp_session.status import StatusBoard
 from wasp_session.transport.base import Transport
 
@@ -152,6 +155,8 @@ def run(env: Mapping[str, str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(config.tenant, config.log_format)
     if _refuse_foreign_owner(config):
+        return EXIT_CONFIG
+    if refuse_evicting_redis(config, _write_failure_leased):  # may evict: refuse (redis_policy)
         return EXIT_CONFIG
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return Session(config, stall).run()

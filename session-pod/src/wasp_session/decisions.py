@@ -100,6 +100,21 @@ def connection_is_stable(connected_for: float, cap: float) -> bool:
     return connected_for >= cap
 
 
+def window_may_open(windows_used: int, max_windows: int) -> bool:
+    """Whether another pairing window may be shown after ``windows_used`` (restarts included)."""
+    return windows_used < max_windows
+
+
+def pairing_expired(windows_used: int) -> Decision:
+    """``PairingExpired``: ``windows_used`` windows ended unscanned; wait for `pair`."""
+    return Decision(
+        Action.EXPIRE_PAIRING,
+        "PairingExpired",
+        "PairingWindowsExhausted",
+        f"{windows_used} pairing windows ended unscanned; run `kubectl wasp pair` to try again.",
+    )
+
+
 def decide(event: TransportEvent, *, windows_used: int, max_windows: int) -> Decision:  # noqa: C901, PLR0911, PLR0912 - one row per event kind
     """The event table: what ``event`` means for the session.
 
@@ -114,14 +129,8 @@ def decide(event: TransportEvent, *, windows_used: int, max_windows: int) -> Dec
                 "Scan the QR code or type the pairing code on the phone.",
             )
         case PairingWindowEnded():
-            if windows_used + 1 >= max_windows:
-                return Decision(
-                    Action.EXPIRE_PAIRING,
-                    "PairingExpired",
-                    "PairingWindowsExhausted",
-                    f"{windows_used + 1} pairing windows ended unscanned; "
-                    "run `kubectl wasp pair` to try again.",
-                )
+            if not window_may_open(windows_used + 1, max_windows):
+                return pairing_expired(windows_used + 1)
             return Decision(Action.NEW_WINDOW)
         case PairSucceeded():
             return Decision(Action.PAIRED)

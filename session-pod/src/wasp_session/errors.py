@@ -10,7 +10,9 @@ from __future__ import annotations
 # Exit codes of ``wasp-session``: documented in docs/simulator.md and the CLI help.
 EXIT_OK = 0
 EXIT_FAILED = 1  # phase Failed: needs a human (client outdated, repeated start failures)
-EXIT_CONFIG = 2  # bad configuration, or another WhatsAppSession owns the tenant (TenantConflict)
+# Bad configuration, another WhatsAppSession owns the tenant (TenantConflict), or a Redis
+# that may evict keys (RedisEvictionPolicy).
+EXIT_CONFIG = 2
 EXIT_TRANSPORT_STOPPED = 3  # the connection ended unexpectedly; a restart may help
 EXIT_LEASE_LOST = 4  # another pod took the lease; this one wrote nothing more
 # Asked to stop, it did not finish in time (e.g. a wedged transport): nothing to fix

@@ -5,12 +5,34 @@ on every other phase; the worker waits on it before taking a job, so jobs stay
 in the queue, their TTL running, while the session is not connected. It also
 carries the two restrictions a send must respect: WhatsApp's 463 timelock and a
 temporary ban.
+
+Fenced by the lease's deadline (``fence_with``, wired by the lifecycle to
+``LeaseKeeper.lease_valid``): past it the gate is not open, whatever the
+phase, and ``check_lease()`` is the sender's last check right before the
+transport's send (``LeaseDeadlinePassedError``, a ``NotConnectedError``: the
+job waits for the gate, or is left to the next holder if the lease is lost).
+A pod that stopped (SIGSTOP) or lost Redis for longer than its lease thus
+sends nothing until the lease is renewed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Final
+
+from wasp_session.transport.base import NotConnectedError
+
+_FENCE_POLL_SECONDS: Final = 0.05
+
+
+class LeaseDeadlinePassedError(NotConnectedError):
+    """The lease's deadline passed without a renewal: not this pod's to send now."""
+
+    def __init__(self) -> None:
+        """A transient failure: nothing was sent."""
+        super().__init__("the lease's deadline passed without a renewal")
 
 
 class SendGate:
@@ -22,6 +44,20 @@ class SendGate:
         self._lock = threading.Lock()
         self._timelocked = False
         self._banned_until: float | None = None
+        self._lease_valid: Callable[[], bool] = lambda: True
+
+    def fence_with(self, lease_valid: Callable[[], bool]) -> None:
+        """Refuse sends whenever ``lease_valid()`` is false (the lease's deadline passed)."""
+        self._lease_valid = lease_valid
+
+    def lease_valid(self) -> bool:
+        """Whether the lease surely still holds (the last check before a send)."""
+        return self._lease_valid()
+
+    def check_lease(self) -> None:
+        """Raise ``LeaseDeadlinePassedError`` unless the lease surely still holds."""
+        if not self._lease_valid():
+            raise LeaseDeadlinePassedError
 
     def open(self) -> None:
         """Let the worker send."""
@@ -33,12 +69,20 @@ class SendGate:
 
     @property
     def is_open(self) -> bool:
-        """Whether sending is allowed now."""
-        return self._open.is_set()
+        """Whether sending is allowed now (open, and the lease surely held)."""
+        return self._open.is_set() and self._lease_valid()
 
     def wait_open(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for the gate to open; return whether it is."""
-        return self._open.wait(timeout)
+        end = time.monotonic() + timeout
+        while self._open.wait(max(0.0, end - time.monotonic())):
+            if self._lease_valid():
+                return True
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(_FENCE_POLL_SECONDS, left))
+        return False
 
     @property
     def timelocked(self) -> bool:

@@ -10,6 +10,15 @@ On a loss it marks the lease lost and calls
 transport there), so from then on nothing more is sent or written; the
 session's thread finds out through ``check()``.
 
+``lease_valid()`` is the send gate's fence (``Lease.surely_held``: the
+lease's deadline not passed) and reports each passing of the deadline once:
+the log line ``lease_deadline_passed``, ``wasp_session_lease_valid`` 0 and
+``wasp_session_lease_deadline_passed_total``; then ``lease_deadline_restored``
+when a renewal lands. It is asked by whoever looks (the worker each gate
+wait, ``/readyz``, the renewing loop), so it reports even while the renewal
+itself hangs on a Redis that does not answer. A renewal that lands after the
+deadline is repeated at once, so the gate reopens as soon as Redis answers.
+
 Must not decide what the session does after a loss: the lifecycle does.
 """
 
@@ -49,6 +58,8 @@ class LeaseKeeper:
         self._ttl = ttl
         self._on_lost = on_lost
         self.lost = threading.Event()
+        self._valid_lock = threading.Lock()
+        self._valid = True  # as last reported
 
     def wait(self, stop: threading.Event) -> bool:
         """Stand by until the lease is ours (``True``) or ``stop`` is set (``False``)."""
@@ -58,6 +69,7 @@ class LeaseKeeper:
             if self._lease.try_acquire():
                 self._status.clear_standby()
                 metrics.LEASE_HELD.set(1)
+                metrics.LEASE_VALID.set(1)
                 log.info("lease_acquired", token=self._lease.token)
                 return True
             if not announced:
@@ -84,10 +96,13 @@ class LeaseKeeper:
             self._heartbeats.retire(contract.LOOP_LEASE)
 
     def _renew_until(self, stop: threading.Event) -> None:
-        while not stop.wait(self._ttl / 3):
+        pause = self._ttl / 3
+        while not stop.wait(pause):
             self._beat(contract.LOOP_LEASE)
             if not self._lease.holds():
                 return
+            self.lease_valid()  # reports a deadline that passed while we slept
+            pause = self._ttl / 3
             try:
                 renewed = self._lease.renew()
             except redis.RedisError as error:
@@ -96,13 +111,37 @@ class LeaseKeeper:
             if not renewed:
                 self.lose()
                 return
-            self._status.heartbeat()
+            if not self.lease_valid():
+                pause = 0.0  # it landed after the deadline: renew again at once
+                continue
+            try:
+                self._status.heartbeat()
+            except redis.RedisError as error:
+                log.warning("status_heartbeat_failed", error=str(error))
+
+    def lease_valid(self) -> bool:
+        """Whether the lease surely still holds; report the deadline passing or restored."""
+        valid = self._lease.surely_held()
+        if not valid and not self._lease.holds():
+            return False  # not held (standing by, lost, released): nothing to report
+        with self._valid_lock:
+            changed = valid != self._valid and not self.lost.is_set()
+            self._valid = valid
+        if changed and not valid:
+            log.error("lease_deadline_passed", late_seconds=round(-self._lease.seconds_left(), 3))
+            metrics.LEASE_VALID.set(0)
+            metrics.LEASE_DEADLINE_PASSED.inc()
+        elif changed:
+            log.warning("lease_deadline_restored")
+            metrics.LEASE_VALID.set(1)
+        return valid
 
     def lose(self) -> None:
         """Record the loss and react at once (gate closed, transport stopped)."""
         log.error("lease_lost")
         self.lost.set()
         metrics.LEASE_HELD.set(0)
+        metrics.LEASE_VALID.set(0)
         metrics.CONNECTED.set(0)
         self._on_lost()
 

@@ -7,10 +7,13 @@ hand each transport event to ``reactions``, let time pass for the ban timer
 and the checkpoint schedule (``checkpoints``), and read control commands.
 On SIGTERM it stops taking jobs, checkpoints a last time, stops the
 transport and releases the lease; on a lost lease it stops at once and
-writes nothing more. ``/readyz`` is true only while Connected with the lease
-and the send gate open. The event loop beats ``health.Heartbeats``
-(``contract.LOOP_LIFECYCLE``) each round, and is retired when it ends, so
-``/healthz`` fails when it stops making progress.
+writes nothing more. A Redis error in a round of the loop is logged once
+(``redis_unreachable``) and the loop goes on. The send gate is fenced by the lease's deadline
+(``LeaseKeeper.lease_valid``): past it nothing is sent until a renewal lands.
+``/readyz`` is true only while Connected with the lease and the send gate
+open. The event loop beats ``health.Heartbeats`` (``contract.LOOP_LIFECYCLE``)
+each round, and is retired when it ends, so ``/healthz`` fails when it stops
+making progress.
 
 Must not decide what an event means (``decisions``) nor carry it out
 (``reactions``); it wires the parts and runs them in order.
@@ -38,6 +41,7 @@ from wasp_session.gate import SendGate
 from wasp_session.health import Heartbeats, bounds
 from wasp_session.lease import Lease
 from wasp_session.lease_keeper import LeaseKeeper
+from wasp_session.pairing_record import PairingRecord
 from wasp_session.phases import Phases, SessionExit
 from wasp_session.reactions import Collaborators, Reactions
 from wasp_session.status import StatusBoard
@@ -84,6 +88,7 @@ class Lifecycle:
         self._keeper = LeaseKeeper(
             lease, status, config.timings.lease_ttl, self._on_lease_lost, self.heartbeats
         )
+        gate.fence_with(self._keeper.lease_valid)  # past the lease's deadline nothing is sent
         self._phases = Phases(status, gate, self._keeper.check)
         self._checkpoints = CheckpointScheduler(store, config.timings, self._keeper.lose)
         self._guard = AccountGuard(
@@ -104,11 +109,13 @@ class Lifecycle:
             phases=self._phases,
             checkpoints=self._checkpoints,
             guard=self._guard,
+            pairing=PairingRecord(client, config.tenant, lease),
             lease_held=lease.holds,
             check_lease=self._keeper.check,
             beat=self._beat,
         )
         self._reactions = Reactions(config, parts, stop, rand)
+        self._redis_down = False
 
     # ------------------------------------------------------------ public
     @property
@@ -161,7 +168,7 @@ class Lifecycle:
         log.info("auth_restored" if restored else "auth_absent")
         self._guard.pin_up_front(self._config.pairing_phone)
         self._checkpoints.restart_clock()
-        self._reactions.connect()
+        self._reactions.resume()  # connects, unless the pairing record says halted
         while not self._stop.is_set():
             self._beat()
             self._keeper.check()
@@ -169,13 +176,27 @@ class Lifecycle:
                 event = self._transport.events.get(timeout=_TICK)
             except queue.Empty:
                 event = None
-            if event is not None:
-                self._reactions.handle(event)
-            self._reactions.tick()
-            self._checkpoints.tick()
-            self._control()
+            try:
+                if event is not None:
+                    self._reactions.handle(event)
+                self._reactions.tick()
+                self._checkpoints.tick()
+                self._control()
+            except redis.RedisError as error:  # the lease's deadline keeps sends safe meanwhile
+                self._redis_unreachable(error)
+                continue
+            if self._redis_down:
+                self._redis_down = False
+                log.info("redis_reachable_again")
         self.heartbeats.retire(contract.LOOP_LIFECYCLE)  # stopping: the shutdown timer bounds it
         return EXIT_OK
+
+    def _redis_unreachable(self, error: redis.RedisError) -> None:
+        """Say so once per outage; the loop goes on (the lease decides whether we may)."""
+        if not self._redis_down:
+            self._redis_down = True
+            log.error("redis_unreachable", error=str(error))
+        self._stop.wait(_TICK)
 
     def _control(self) -> None:
         raw = self._redis.lpop(contract.control_key(self._config.tenant))

@@ -23,6 +23,14 @@ CONNECTION_STATE = Enum(
 )
 CONNECTED = Gauge("wasp_session_connected", "1 while connected to WhatsApp and holding the lease.")
 LEASE_HELD = Gauge("wasp_session_lease_held", "1 while this pod holds the tenant's lease.")
+LEASE_VALID = Gauge(
+    "wasp_session_lease_valid",
+    "1 while the lease surely holds (renewed within its TTL); 0 closes the send gate.",
+)
+LEASE_DEADLINE_PASSED = Counter(
+    "wasp_session_lease_deadline_passed",
+    "Times the lease's deadline passed without a renewal (sends held until renewed).",
+)
 RECONNECTS = Counter(
     "wasp_session_reconnects", "Connection losses and failed starts, each followed by a retry."
 )

@@ -2,13 +2,17 @@
 
 Owns the reaction to every ``TransportEvent``: ``decisions.decide`` says what
 the event means, and this module carries it out. It shows QR and pairing
-codes and counts pairing windows; checks every account that pairs or
+codes and counts pairing windows, in the tenant's pairing record too
+(``pairing_record``), so a restarted pod goes on at the next window and
+never shows one beyond the limit; checks every account that pairs or
 connects against the tenant's pin (``account_guard``) before it records the
 account, checkpoints it or opens the send gate; pauses on a disconnect;
 wipes and pairs again after a logout; waits out a ban; sets the timelock;
 ends the session on fatal events. It connects the transport, retrying a
 failed start with full-jitter backoff up to the limit, and re-arms a halted
 session (Conflict, PairingExpired, a refused account) on a ``pair`` command.
+A Conflict or PairingExpired halt is recorded before it is shown, and a pod
+that starts with a recorded halt enters it without connecting (``resume``).
 
 Must not keep the lease nor decide when to checkpoint on a schedule
 (``lease_keeper`` and ``checkpoints`` do); it asks for a checkpoint now
@@ -40,11 +44,14 @@ from wasp_session.decisions import (
     backoff_delay,
     connection_is_stable,
     decide,
+    pairing_expired,
     start_failure_is_fatal,
+    window_may_open,
 )
 from wasp_session.delivery.receipts import apply_receipt
 from wasp_session.errors import EXIT_TRANSPORT_STOPPED
 from wasp_session.gate import SendGate
+from wasp_session.pairing_record import Pairing, PairingRecord
 from wasp_session.phases import ACCOUNT_FIELDS, Phases, SessionExit
 from wasp_session.status import PAIRING_FIELDS, StatusBoard, rfc3339
 from wasp_session.transport.base import (
@@ -90,6 +97,7 @@ class Collaborators:
     phases: Phases
     checkpoints: CheckpointScheduler
     guard: AccountGuard
+    pairing: PairingRecord  # windows opened and the halt, kept across restarts
     lease_held: Callable[[], bool]
     check_lease: Callable[[], None]
     beat: Callable[[], None] = lambda: None  # the lifecycle loop's heartbeat (``health``)
@@ -113,6 +121,18 @@ class Reactions:
         self._n = _Counters()
 
     # ------------------------------------------------------------ connecting
+    def resume(self) -> None:
+        """Take up the pairing record, then connect, unless it says the session is halted."""
+        record = self._p.pairing.read()
+        self._n.windows_used = record.windows
+        if record.windows or record.halt:
+            log.info("pairing_record_restored", windows=record.windows, halt=record.halt)
+        if record.halt:
+            self._n.halted = True
+            self._p.phases.enter(record.halt, record.reason, record.message, remove=PAIRING_FIELDS)
+            return
+        self.connect()
+
     def connect(self) -> None:
         """Start the transport, retrying failed starts with backoff until the limit."""
         self._n.window_open = False
@@ -204,14 +224,12 @@ class Reactions:
                 self.connect()
             case Action.EXPIRE_PAIRING:
                 self._n.windows_used += 1
-                self._p.transport.stop()
-                self._n.halted = True
-                self._p.phases.enter("PairingExpired", reason, message, remove=PAIRING_FIELDS)
+                self._expire(decision)
             case Action.WIPE_AND_PAIR:
                 self._logged_out(reason, message)
             case Action.HALT:
                 self._p.transport.stop()
-                self._n.halted = True
+                self._halt(decision)
                 self._p.status.record_error(reason, message)
                 self._p.phases.enter("Conflict", reason, message)
             case Action.FAIL:
@@ -225,9 +243,34 @@ class Reactions:
             case _:
                 pass
 
+    def _halt(self, decision: Decision) -> None:
+        """Halted until `pair`: recorded first, so a restarted pod halts too."""
+        self._n.halted = True
+        self._p.pairing.save(
+            Pairing(self._n.windows_used, str(decision.phase), decision.reason, decision.message)
+        )
+
+    def _expire(self, decision: Decision) -> None:
+        self._p.transport.stop()
+        self._halt(decision)
+        self._p.phases.enter(
+            "PairingExpired", decision.reason, decision.message, remove=PAIRING_FIELDS
+        )
+
+    def _reset_pairing(self) -> None:
+        """Paired, connected, logged out or re-armed: the window count starts again."""
+        self._n.windows_used = 0
+        self._p.pairing.clear()
+
     def _show_pairing(self, event: QRCodeIssued | PairingCodeIssued) -> None:
+        if self._n.halted:
+            return  # what a stopped transport said last; no QR while halted
         if not self._n.window_open:
+            if not window_may_open(self._n.windows_used, self._config.pairing_max_windows):
+                self._expire(pairing_expired(self._n.windows_used))  # used up before a restart
+                return
             self._n.window_open = True
+            self._p.pairing.save(Pairing(self._n.windows_used + 1))
             metrics.PAIRING_WINDOWS.inc()
             log.info("pairing_window_opened", window=self._n.windows_used + 1)
         method_is_code = self._config.pairing_method == "PairingCode"
@@ -259,7 +302,7 @@ class Reactions:
             return
         log.info("session_paired", device=mask_account(account_of_jid(event.jid)))
         self._n.paired_now = True
-        self._n.windows_used = 0
+        self._reset_pairing()
         self._n.window_open = False
         self._p.checkpoints.account_kept = True
         self._p.status.update(
@@ -277,7 +320,7 @@ class Reactions:
         self._p.checkpoints.account_kept = True
         self._n.start_failures = 0
         self._n.connected_since = time.monotonic()
-        self._n.windows_used = 0
+        self._reset_pairing()
         account = {}
         if event.jid:
             account[contract.STATUS_ACCOUNT_JID] = event.jid
@@ -310,7 +353,7 @@ class Reactions:
     def _logged_out(self, reason: str, message: str) -> None:
         log.warning("session_logged_out", reason=message)
         self._p.checkpoints.account_kept = False
-        self._n.windows_used = 0
+        self._reset_pairing()
         self._p.phases.enter("LoggedOut", reason, message, remove=ACCOUNT_FIELDS)
         self._p.status.record_error(reason, message)
         self._p.store.delete()
@@ -363,6 +406,6 @@ class Reactions:
             return
         log.info("control_pair", phase=self._p.phases.current)
         self._n.halted = False
-        self._n.windows_used = 0
+        self._reset_pairing()
         self._p.phases.enter("Starting", "PairRequested", "Pairing re-armed; connecting.")
         self.connect()

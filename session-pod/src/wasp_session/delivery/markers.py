@@ -1,6 +1,7 @@
 """The "sent" marker: at most one send per message id, even across retries.
 
-Owns ``contract.sent_marker_key`` (value ``<owner>|<whatsapp id>``) and
+Owns ``contract.sent_marker_key`` (value ``<owner>|<whatsapp id>``, the owner
+``<process>`` or, after a takeover, ``<process>#<takeovers>``) and
 ``contract.whatsapp_id_key``. Before a send the worker claims the marker
 with ``SET NX`` under its owner id (one per process run); after WhatsApp
 acknowledges, the WhatsApp id is written into it. A second attempt then finds:
@@ -11,9 +12,13 @@ acknowledges, the WhatsApp id is written into it. A second attempt then finds:
 * the marker of another process without an id: that process died during its
   send (SIGKILL, node loss). The send may or may not have gone out; this is
   the one window where wasp sends again (``takeover``), so a crash never
-  loses an OTP; at most one message per crash can be a duplicate.
+  loses an OTP; at most one message per crash can be a duplicate;
+* such a marker left by a takeover (``#1``): the resend killed its process
+  too. A job that kills the process every time is sent at most twice, then
+  given up (``crashed``), never resent on every restart until its TTL ends.
 
-A send that failed for sure (``SendError``) releases the marker.
+A send that failed for sure (``SendError``) releases the marker; one that may
+have gone (``SendUncertainError``) keeps it.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import redis.client
 
 from wasp import contract
 
-# KEYS: marker. ARGV: owner, ttl. After a failed SET NX: inspect, and take over a
-# marker without a WhatsApp id left by another owner.
+# KEYS: marker. ARGV: owner, ttl, most takeovers. After a failed SET NX: inspect,
+# and take over a marker without a WhatsApp id left by another owner, counting
+# the takeovers in the new owner (``<owner>#<n>``) up to the most allowed.
 _INSPECT: Final = """
 local value = redis.call('GET', KEYS[1])
 if not value then
@@ -41,12 +47,24 @@ local whatsapp_id = string.sub(value, sep + 1)
 if whatsapp_id ~= '' then
   return {'sent', whatsapp_id}
 end
+local takeovers = 0
+local mark = string.find(owner, '#', 1, true)
+if mark then
+  takeovers = tonumber(string.sub(owner, mark + 1)) or 0
+  owner = string.sub(owner, 1, mark - 1)
+end
 if owner == ARGV[1] then
   return {'uncertain', owner}
 end
-redis.call('SET', KEYS[1], ARGV[1] .. '|', 'EX', ARGV[2])
+if takeovers >= tonumber(ARGV[3]) then
+  return {'crashed', owner}
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '#' .. (takeovers + 1) .. '|', 'EX', ARGV[2])
 return {'takeover', owner}
 """
+# Resends after a crash during the send: one, so a job that kills its process
+# every time goes out at most twice and then fails (``Claim.CRASHED``).
+MAX_TAKEOVERS: Final = 1
 
 
 class Claim(enum.Enum):
@@ -56,11 +74,12 @@ class Claim(enum.Enum):
     TAKEOVER = "takeover"  # a dead process may have sent: send again (the crash window)
     SENT = "sent"  # it went: do not send
     UNCERTAIN = "uncertain"  # this process may have sent: do not send
+    CRASHED = "crashed"  # the process died during the send and its resend: do not send
 
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """The claim and, when ``SENT``, the WhatsApp id (``TAKEOVER``: the dead owner)."""
+    """The claim and, when ``SENT``, the WhatsApp id (``TAKEOVER``, ``CRASHED``: the dead owner)."""
 
     claim: Claim
     detail: str = ""
@@ -86,7 +105,8 @@ class SentMarkers:
         key = contract.sent_marker_key(self._tenant, message_id)
         if self._client.set(key, f"{self._owner}|", nx=True, ex=self._ttl):
             return ClaimResult(Claim.CLAIMED)
-        outcome = cast("list[object]", self._inspect(keys=[key], args=[self._owner, self._ttl]))
+        args: list[str | int] = [self._owner, self._ttl, MAX_TAKEOVERS]
+        outcome = cast("list[object]", self._inspect(keys=[key], args=args))
         return ClaimResult(Claim(_text(outcome[0])), _text(outcome[1]))
 
     def release(self, message_id: str) -> None:

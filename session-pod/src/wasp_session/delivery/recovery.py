@@ -8,7 +8,8 @@ id is not the tenant's (``<tenant>_<message id>``), their hash is gone, or
 their message already reached a final state or was sent. It runs only while
 this process holds the tenant's lease (the gate is open), so no other worker
 can be running those jobs. The sender's marker then makes sure a recovered
-job that did go out is not sent again (apart from the documented crash window).
+job that did go out is not sent again (apart from the documented crash window:
+one resend per message, then ``failed``/``uncertain``).
 
 Nothing is fetched or deserialized here: a job goes back by its id alone,
 and is judged again like any other when the worker takes it

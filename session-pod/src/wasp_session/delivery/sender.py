@@ -9,8 +9,11 @@ Connected, TTL running), not banned or timelocked, the number on WhatsApp
 (``not_on_whatsapp``, cached), the send paced, the sent marker claimed, then
 the send; transient failures are retried by RQ with exponential backoff up to
 the configured attempts (``send_error`` after the last), permanent ones fail
-at once. Every outcome is written through ``wasp.messages``; nothing here
-raises for a bad job, so the worker goes on with the next one.
+at once; a send that may have reached WhatsApp (a timeout after the request
+left, a process killed during the send and its one resend) fails
+``uncertain`` and is never sent again. Every outcome is written through
+``wasp.messages``; nothing here raises for a bad job, so the worker goes on
+with the next one.
 
 Must not dequeue jobs or talk to RQ beyond reading the job and returning
 ``Retry``; the worker (``worker.py``) owns that.
@@ -44,7 +47,12 @@ from wasp_session.delivery.context import DeliveryContext
 from wasp_session.delivery.markers import Claim, SentMarkers
 from wasp_session.delivery.pacing import SendPacer
 from wasp_session.delivery.receipts import apply_early_receipt
-from wasp_session.transport.base import NotConnectedError, SendError, TimelockedError
+from wasp_session.transport.base import (
+    NotConnectedError,
+    SendError,
+    SendUncertainError,
+    TimelockedError,
+)
 
 ON_WHATSAPP_TTL_SECONDS: Final = 24 * 3600
 NOT_ON_WHATSAPP_TTL_SECONDS: Final = 3600
@@ -68,10 +76,23 @@ class _Transient(Exception):  # noqa: N818 - internal control flow
     pass
 
 
+# Markers of a send that may have gone: the message fails ``uncertain`` with this error.
+_NOT_AGAIN: Final = {
+    Claim.UNCERTAIN: "an earlier attempt may have sent it; not sending again",
+    Claim.CRASHED: (
+        "the session process died while sending it, and again while resending it;"
+        " it may have gone out; not sending again"
+    ),
+}
+
+
 def _send_failure(error: SendError) -> Exception:
-    """What a send that did not go means for the job."""
+    """What a send that did not go (or may have gone) means for the job."""
     if isinstance(error, NotConnectedError):
         return error
+    if isinstance(error, SendUncertainError):
+        msg = f"it may have reached WhatsApp ({error}); not sending it again"
+        return _Failed(reason="uncertain", error=msg)
     if isinstance(error, TimelockedError):
         return _Failed(reason="timelocked", error=str(error))
     if error.transient:
@@ -262,17 +283,18 @@ class OtpSender:
             job_log.info("otp_send_already_recorded", whatsapp_id=claim.detail)
             self._record_sent(job_log, message_id, claim.detail, created_at)
             return
-        if claim.claim is Claim.UNCERTAIN:
-            msg = "an earlier attempt may have sent it; not sending again"
-            raise _Failed(reason="send_error", error=msg)
+        if claim.claim in _NOT_AGAIN:
+            raise _Failed(reason="uncertain", error=_NOT_AGAIN[claim.claim])
         if claim.claim is Claim.TAKEOVER:
             metrics.POSSIBLE_DUPLICATES.labels(tenant=self._tenant).inc()
             job_log.warning("otp_resend_after_crash", previous_owner=claim.detail)
         try:
+            self._context.gate.check_lease()  # past the lease's deadline: NotConnectedError
             sent = self._context.transport.send_text(e164_digits(e164), text)
         except SendError as error:  # NotConnectedError included: it did not go
             self._pacer.settle()
-            self._markers.release(message_id)
+            if not isinstance(error, SendUncertainError):  # it may have gone: keep the marker
+                self._markers.release(message_id)
             raise _send_failure(error) from None
         except BaseException:
             self._pacer.settle()

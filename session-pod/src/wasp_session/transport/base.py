@@ -160,12 +160,23 @@ class StartError(TransportError):
 
 
 class SendError(TransportError):
-    """A send did not happen. ``transient`` says whether a retry may succeed."""
+    """A send did not happen (``SendUncertainError``: may have). ``transient``: a retry may help."""
 
     def __init__(self, message: str, *, transient: bool) -> None:
         """Record whether a retry may help."""
         super().__init__(message)
         self.transient = transient
+
+
+class SendUncertainError(SendError):
+    """The request left for WhatsApp and no answer came (a timeout, a connection lost after it).
+
+    It may have been delivered: never send it again. Not transient, not permanent: uncertain.
+    """
+
+    def __init__(self, message: str) -> None:
+        """A send whose outcome is unknown."""
+        super().__init__(message, transient=False)
 
 
 class NotConnectedError(SendError):
@@ -216,7 +227,10 @@ class Transport(Protocol):
         ...
 
     def send_text(self, phone_digits: str, text: str) -> SentMessage:
-        """Send ``text`` to ``phone_digits``; raise ``SendError`` if it did not go."""
+        """Send ``text`` to ``phone_digits``; raise ``SendError`` if it did not go.
+
+        ``SendUncertainError`` if the request was written and no answer came: it may have gone.
+        """
         ...
 
     def check_number(self, phone_digits: str) -> bool:

@@ -22,6 +22,12 @@ command                 effect
                         written to raise TimelockedError until cleared
 ``clear_timelock``      the timelock ends
 ``fail_sends``          the next ``count`` sends (default 1) fail, transient
+``send_timeout_after_delivery``
+                        the next ``count`` sends (default 1) reach WhatsApp
+                        (the outbox, receipts due), then no acknowledgement
+                        comes: after ``seconds`` (default 0) the send raises
+                        ``SendUncertainError`` (a timeout); a SIGKILL in
+                        those seconds is a crash in the middle of a send
 ``fail_starts``         the next ``count`` connects (default 1) fail to dial
 ``expire_qr``           the current pairing window ends now, unscanned
 ``client_outdated``     WhatsApp refuses this client version (Failed)
@@ -62,6 +68,7 @@ COMMANDS = (
     "timelock",
     "clear_timelock",
     "fail_sends",
+    "send_timeout_after_delivery",
     "fail_starts",
     "expire_qr",
     "client_outdated",

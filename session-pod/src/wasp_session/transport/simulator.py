@@ -56,6 +56,7 @@ from wasp_session.transport.base import (
     QRCodeIssued,
     ReceiptReceived,
     SendError,
+    SendUncertainError,
     SentMessage,
     StartError,
     StreamReplaced,
@@ -139,6 +140,7 @@ class SimulatorTransport:
         self._scan_pending: SimCommand | None = None
         self._fail_starts = 0
         self._fail_sends = 0
+        self._lost_acks: list[float] = []  # send_timeout_after_delivery: seconds, one per send
         self._timelocked = False
         self._contacted: set[str] = set()
 
@@ -173,7 +175,7 @@ class SimulatorTransport:
         self._emit(PairingCodeIssued(code=_pairing_code(), valid_seconds=remaining))
 
     def send_text(self, phone_digits: str, text: str) -> SentMessage:
-        """Record the message in the outbox; receipts follow."""
+        """Record the message in the outbox; receipts follow (unless the ack is lost)."""
         with self._lock:
             if not self._connected:
                 raise NotConnectedError
@@ -200,6 +202,12 @@ class SimulatorTransport:
         pipe.execute()
         with self._lock:
             self._contacted.add(phone_digits)
+            lost_ack = self._lost_acks.pop(0) if self._lost_acks else None
+            stopped = self._stop
+        if lost_ack is not None:  # it reached WhatsApp; the acknowledgement never comes
+            stopped.wait(lost_ack)  # cut short when the connection stops
+            msg = "simulated: timed out waiting for message send response"
+            raise SendUncertainError(msg)
         return SentMessage(whatsapp_id=whatsapp_id, timestamp=now)
 
     def check_number(self, phone_digits: str) -> bool:
@@ -336,7 +344,7 @@ class SimulatorTransport:
         log.info("simulator_command", command=command.name, **shown)
         self._play(command)
 
-    def _play(self, command: SimCommand) -> None:  # noqa: C901, PLR0912 - one branch per command
+    def _play(self, command: SimCommand) -> None:  # noqa: C901, PLR0912, PLR0915 - one branch per command
         match command.name:
             case "scan":
                 self._scan(command)
@@ -363,6 +371,10 @@ class SimulatorTransport:
             case "fail_sends":
                 with self._lock:
                     self._fail_sends += int(command.number("count", 1))
+            case "send_timeout_after_delivery":
+                seconds = max(0.0, command.number("seconds", 0.0))
+                with self._lock:
+                    self._lost_acks.extend([seconds] * int(command.number("count", 1)))
             case "fail_starts":
                 with self._lock:
                     self._fail_starts += int(command.number("count", 1))

@@ -57,6 +57,7 @@ from wasp_session.transport.base import (
     QRCodeIssued,
     ReceiptReceived,
     SendError,
+    SendUncertainError,
     SentMessage,
     StartError,
     StreamReplaced,
@@ -80,6 +81,12 @@ _RECEIPT_KINDS = {
     int(Receipt.ReceiptType.READ): "read",
     int(Receipt.ReceiptType.PLAYED): "read",  # a played voice note was read
 }
+# whatsmeow's errors after the message node was written: no acknowledgement came
+# (ErrMessageTimedOut, DisconnectedError{Action: "message send"}). It may have gone.
+_MAY_HAVE_GONE = (
+    "timed out waiting for message send response",
+    "disconnected before message send returned response",
+)
 _CLIENT_OUTDATED = int(ConnectFailureReason.CLIENT_OUTDATED)
 _PAIR_SUCCESS = int(PairStatus.PStatus.SUCCESS)
 log = structlog.stdlib.get_logger("wasp_session.neonize")
@@ -209,6 +216,8 @@ class NeonizeTransport:
                 raise TimelockedError(message) from error
             if "not connected" in message or "client is nil" in message:
                 raise NotConnectedError(message) from error
+            if any(sign in message for sign in _MAY_HAVE_GONE):
+                raise SendUncertainError(message) from error
             raise SendError(message, transient=True) from error
         stamp = float(response.Timestamp)
         return SentMessage(

@@ -115,7 +115,8 @@ def session(name: str, spec: dict[str, Any]) -> Session:
 def operator_environment(objects: list[dict[str, Any]]) -> dict[str, str]:
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {item["name"]: item["value"] for item in container["env"]}
+    # Only those given by value: POD_ID comes from the pod's own name.
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
 
 
 def write(directory: Path, name: str, objects: list[dict[str, Any]]) -> None:

@@ -28,25 +28,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import redis
 import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from harness.wasp_cluster import RELEASE_NAMESPACE, TENANTS_NAMESPACE, WaspCluster, eventually
+from harness.wasp_cluster import (
+    RELEASE_NAMESPACE,
+    TENANTS_NAMESPACE,
+    WaspCluster,
+    eventually,
+    pod_ready,
+)
 from wasp import contract
 from wasp.client import WaspClient
 
 MIB = 1024 * 1024
 PHONE = "+14155550123"
-
-
-def pod_ready(pod: dict[str, Any] | None) -> bool:
-    """Whether the pod's Ready condition is True."""
-    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def memory_of(cluster: WaspCluster, namespace: str, pod_name: str) -> dict[str, float]:
@@ -74,21 +73,6 @@ def settled_memory(cluster: WaspCluster, namespace: str, pod_name: str) -> dict[
             return None
 
     return eventually(probe, f"kubelet stats of {pod_name}", 120)
-
-
-def api_client(cluster: WaspCluster, name: str) -> WaspClient:
-    """A client with the tenant's own API credential, as the tenant's API would use it."""
-    secret = cluster.status(name)["apiCredentials"]["secretName"]
-    url = cluster.kubectl(
-        "get",
-        "secret",
-        secret,
-        "-n",
-        TENANTS_NAMESPACE,
-        "-o",
-        "go-template={{.data.url | base64decode}}",
-    ).stdout
-    return WaspClient(redis.Redis.from_url(url), name)
 
 
 def one_round(directory: Path, otps: int) -> dict[str, float]:
@@ -124,7 +108,7 @@ def one_round(directory: Path, otps: int) -> dict[str, float]:
         time.sleep(15)  # idle: let the first checkpoint and the start's garbage settle
         connected = settled_memory(cluster, TENANTS_NAMESPACE, pod_name)
 
-        with api_client(cluster, tenant) as client:
+        with WaspClient(redis.Redis.from_url(cluster.api_redis_url(tenant)), tenant) as client:
             ids = [client.send_otp(PHONE, f"{n:06d}") for n in range(otps)]
             for message_id in ids:
                 client.wait_for(message_id, "read", timeout=300)

@@ -16,6 +16,7 @@ import redis
 from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from harness.qr_channel import QrChannel
 from harness.redis_server import RedisServer
 from wasp import contract
 from wasp.client import WaspClient
@@ -24,26 +25,6 @@ pytestmark = pytest.mark.controlplane
 
 POD = contract.session_pod_name("acme")
 PHONE = "+4915112345678"
-
-
-class QrChannel:
-    """Every QR string published on ``whatsapp:qr:<tenant>``, subscribed before the pod runs."""
-
-    def __init__(self, client: redis.Redis, tenant: str) -> None:
-        """Subscribe now."""
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        self._pubsub.subscribe(contract.qr_channel(tenant))
-        self.codes: list[str] = []
-
-    def drain(self) -> list[str]:
-        """Read what arrived; return every code seen so far."""
-        while (message := self._pubsub.get_message(timeout=0.05)) is not None:
-            self.codes.append(str(message["data"]))
-        return self.codes
-
-    def close(self) -> None:
-        """Unsubscribe."""
-        self._pubsub.close()
 
 
 def session_status(plane: ControlPlane, namespace: str) -> dict[str, Any]:

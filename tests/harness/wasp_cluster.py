@@ -17,6 +17,7 @@ and the benchmarks that read pods' memory.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness import assets
+from harness import assets, operator_process
 from harness.controlplane import ControlPlane
 from harness.image import TEST_IMAGE, ensure_image
 from harness.node import Node
@@ -271,6 +272,22 @@ class WaspCluster:
             self.operator_logs,
         )
 
+    def secret_value(self, name: str, key: str) -> str:
+        """One key of a Secret in the tenants' namespace, decoded."""
+        encoded = self.kubectl(
+            "get", "secret", name, "-n", TENANTS_NAMESPACE, "-o", f"jsonpath={{.data.{key}}}"
+        ).stdout
+        return base64.b64decode(encoded).decode()
+
+    def api_redis_url(self, name: str) -> str:
+        """The Redis URL the tenant's API uses: the Secret ``status.apiCredentials`` names."""
+        credentials = eventually(
+            lambda: self.status(name).get("apiCredentials"),
+            f"status.apiCredentials of {name}",
+            log=self.operator_logs,
+        )
+        return self.secret_value(credentials["secretName"], contract.REDIS_SECRET_URL_KEY)
+
     def _get(self, kind: str, name: str) -> dict[str, Any] | None:
         result = self.kubectl("get", kind, name, "-n", TENANTS_NAMESPACE, "-o", "json", check=False)
         if result.returncode != 0:
@@ -306,15 +323,14 @@ def eventually(
     timeout: float = WAIT_TIMEOUT,
     log: Callable[[], str] = str,
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; fail saying ``what`` if it never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    msg = f"never happened within {timeout:.0f} s: {what}\n{log()}"
-    raise AssertionError(msg)
+    """``operator_process.eventually`` with the real node's longer default wait."""
+    return operator_process.eventually(probe, what, timeout, log)
+
+
+def pod_ready(pod: dict[str, Any] | None) -> bool:
+    """Whether a pod exists and its Ready condition is True."""
+    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

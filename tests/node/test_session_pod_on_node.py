@@ -15,7 +15,6 @@ simulator's ``hang`` command and the restart is the liveness probe's.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import urllib.error
@@ -24,8 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import redis
 
+from harness.qr_channel import QrChannel
 from harness.wasp_cluster import TENANTS_NAMESPACE, WaspCluster, eventually
 from wasp import contract
 from wasp.client import WaspClient
@@ -123,13 +122,6 @@ def pod_events(cluster: WaspCluster, tenant: str) -> list[dict[str, Any]]:
     return events
 
 
-def secret_value(cluster: WaspCluster, name: str, key: str) -> str:
-    found = json.loads(
-        cluster.kubectl("get", "secret", name, "-n", TENANTS_NAMESPACE, "-o", "json").stdout
-    )
-    return base64.b64decode(found["data"][key]).decode()
-
-
 def health_port(cluster: WaspCluster, tenant: str) -> int:
     """The session container's health port (its host port: the pod is on the node's network)."""
     pod = cluster.session_pod(tenant)
@@ -157,26 +149,6 @@ def stuck_report(port: int) -> str | None:
 
 
 # -- a session's life ------------------------------------------------------------
-class QrChannel:
-    """Every QR string published on the tenant's QR channel while subscribed."""
-
-    def __init__(self, client: redis.Redis, tenant: str) -> None:
-        """Subscribe now."""
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        self._pubsub.subscribe(contract.qr_channel(tenant))
-        self.codes: list[str] = []
-
-    def drain(self) -> list[str]:
-        """Read what arrived; return every code seen so far."""
-        while (message := self._pubsub.get_message(timeout=0.05)) is not None:
-            self.codes.append(str(message["data"]))
-        return self.codes
-
-    def close(self) -> None:
-        """Unsubscribe."""
-        self._pubsub.close()
-
-
 def simulate(cluster: WaspCluster, tenant: str, command: str, **arguments: object) -> None:
     """Push a sandbox command for the tenant's session (as the platform's admin)."""
     with cluster.admin_redis.client() as client:
@@ -234,8 +206,7 @@ def assert_resumed_without_pairing(
 
 def assert_otp_is_read(cluster: WaspCluster, tenant: str) -> None:
     """An OTP enqueued with the tenant API's own credential reaches "read"."""
-    credentials = cluster.status(tenant)["apiCredentials"]
-    url = secret_value(cluster, credentials["secretName"], contract.REDIS_SECRET_URL_KEY)
+    url = cluster.api_redis_url(tenant)
     with WaspClient.from_url(url, tenant) as client:
         message_id = client.send_otp(PHONE, "493817")
         assert client.wait_for(message_id, "read", timeout=60).state == "read"
@@ -330,12 +301,12 @@ def test_the_session_container_is_locked_down_and_held_to_its_limits(
     )
     assert code == 1, "a service-account token is mounted"
     _, environ = exec_in(wasp_cluster, tenant, "cat", "/proc/1/environ")
-    own_url = secret_value(
-        wasp_cluster, contract.session_redis_secret_name(tenant), contract.REDIS_SECRET_URL_KEY
+    own_url = wasp_cluster.secret_value(
+        contract.session_redis_secret_name(tenant), contract.REDIS_SECRET_URL_KEY
     )
     own_password = urlsplit(own_url).password
-    auth_key = secret_value(
-        wasp_cluster, contract.auth_secret_name(tenant), contract.AUTH_SECRET_KEY
+    auth_key = wasp_cluster.secret_value(
+        contract.auth_secret_name(tenant), contract.AUTH_SECRET_KEY
     )
     assert own_password
     assert wasp_cluster.admin_redis.password

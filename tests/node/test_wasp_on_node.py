@@ -9,7 +9,6 @@ its pod and keeps its account, and lives through an upgrade of the chart.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import threading
@@ -23,6 +22,7 @@ import pytest
 import redis
 
 from harness.image import TEST_IMAGE
+from harness.qr_channel import QrChannel
 from harness.wasp_cluster import (
     IMAGE_REPOSITORY,
     OPERATOR_DEPLOYMENT,
@@ -30,6 +30,7 @@ from harness.wasp_cluster import (
     TENANTS_NAMESPACE,
     WaspCluster,
     eventually,
+    pod_ready,
 )
 from wasp import contract
 from wasp.client import WaspClient
@@ -51,11 +52,6 @@ def conditions_of(resource: dict[str, Any]) -> dict[str, str]:
     """A resource's status conditions, type → status."""
     found = resource.get("status", {}).get("conditions") or []
     return {c["type"]: c["status"] for c in found}
-
-
-def pod_ready(pod: dict[str, Any] | None) -> bool:
-    """Whether a pod exists and its Ready condition is True."""
-    return pod is not None and conditions_of(pod).get("Ready") == "True"
 
 
 def running_image(pod: dict[str, Any], container: str) -> str | None:
@@ -86,25 +82,6 @@ def the_operator_pod(cluster: WaspCluster) -> dict[str, Any] | None:
     """The operator's one pod, or None while there is not exactly one."""
     pods = [p for p in cluster.operator_pods() if not p["metadata"].get("deletionTimestamp")]
     return pods[0] if len(pods) == 1 else None
-
-
-def api_redis_url(cluster: WaspCluster, name: str) -> str:
-    """The Redis URL a tenant's API uses: the Secret ``status.apiCredentials`` names."""
-    credentials = eventually(
-        lambda: cluster.status(name).get("apiCredentials"),
-        f"status.apiCredentials of {name}",
-        log=cluster.operator_logs,
-    )
-    encoded = cluster.kubectl(
-        "get",
-        "secret",
-        credentials["secretName"],
-        "-n",
-        TENANTS_NAMESPACE,
-        "-o",
-        f"jsonpath={{.data.{contract.REDIS_SECRET_URL_KEY}}}",
-    ).stdout
-    return base64.b64decode(encoded).decode()
 
 
 def auth_header(raw_admin: redis.Redis, tenant: str) -> Header | None:
@@ -209,26 +186,6 @@ class HeaderWatch:
         self._stop.set()
         self._thread.join(timeout=5)
         return self.seen
-
-
-class QrChannel:
-    """Every QR string published on the tenant's QR channel since it was made."""
-
-    def __init__(self, admin: redis.Redis, tenant: str) -> None:
-        """Subscribe now."""
-        self._pubsub = admin.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        self._pubsub.subscribe(contract.qr_channel(tenant))
-        self.codes: list[str] = []
-
-    def drain(self) -> list[str]:
-        """Read what arrived; return every code seen so far."""
-        while (message := self._pubsub.get_message(timeout=0.01)) is not None:
-            self.codes.append(str(message["data"]))
-        return self.codes
-
-    def close(self) -> None:
-        """Unsubscribe."""
-        self._pubsub.close()
 
 
 def operator_metric(pod: dict[str, Any], sample: str) -> float:
@@ -361,7 +318,7 @@ def test_a_tenant_pairs_on_the_node_and_its_otp_is_read(
             assert "Connected" in row.split(), row
             assert jid in row, row
 
-        url = api_redis_url(cluster, name)
+        url = cluster.api_redis_url(name)
         assert f"//{contract.api_redis_user(name)}:" in url, "the tenant's own Redis user"
         send_and_wait_read(url, name, "493817")
     finally:
@@ -377,7 +334,7 @@ def test_a_deleted_pod_checkpoints_on_sigterm_and_its_successor_resumes_without_
     qr: QrChannel | None = None
     try:
         jid = pair(cluster, admin, name)["account"]["jid"]
-        url = api_redis_url(cluster, name)
+        url = cluster.api_redis_url(name)
         send_and_wait_read(url, name, "111222")
 
         old_pod = cluster.session_pod(name)
@@ -464,7 +421,7 @@ def test_a_chart_upgrade_with_a_new_image_restarts_the_operator_and_no_tenant(
     cluster = wasp_cluster
     try:
         pair(cluster, admin, name)
-        url = api_redis_url(cluster, name)
+        url = cluster.api_redis_url(name)
         session_pod = cluster.session_pod(name)
         operator_pod = the_operator_pod(cluster)
         assert session_pod is not None

@@ -39,6 +39,13 @@ redis: ## Install redis-server (Debian package) if it is not on PATH
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+.PHONY: faketime
+faketime: ## Install libfaketime (Debian package faketime) for the clock-skew tests if missing
+	@test -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 || { \
+	  echo "installing faketime (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; }
+
 .PHONY: node-deps
 node-deps: ## Install containerd, runc, CNI plugins and gcc (Debian packages) for the real node if missing
 	@command -v containerd >/dev/null && command -v runc >/dev/null && command -v gcc >/dev/null \
@@ -87,7 +94,7 @@ demo-down: venv ## Stop make demo and remove all it made (processes, mounts, cgr
 	@PYTHONPATH=tests $(RUN)/python -m harness.demo down
 
 .PHONY: deps
-deps: venv redis node-deps controlplane checkov image ## Everything the tests need, installed or built
+deps: venv redis faketime node-deps controlplane checkov image ## Everything the tests need, installed or built
 
 .PHONY: lint
 lint: venv ## ruff check and ruff format --check

@@ -202,6 +202,7 @@ STATUS_LAST_ERROR_REASON: Final = "last_error_reason"
 STATUS_LAST_ERROR_MESSAGE: Final = "last_error_message"
 STATUS_LAST_ERROR_AT: Final = "last_error_at"  # RFC 3339 UTC
 STATUS_TIMELOCKED: Final = "timelocked"  # "1" while WhatsApp's 463 timelock holds
+STATUS_TIMELOCKED_UNTIL: Final = "timelocked_until"  # RFC 3339 UTC: when it is taken to end
 STATUS_BANNED_UNTIL: Final = "banned_until"  # RFC 3339 UTC
 STATUS_POD: Final = "pod"  # hostname of the pod that wrote the status
 STATUS_LEASE_HELD: Final = "lease_held"  # "1" when this pod holds the lease
@@ -253,6 +254,9 @@ ENV_CHECKPOINT_DEBOUNCE_SECONDS: Final = "WASP_CHECKPOINT_DEBOUNCE_SECONDS"  # d
 ENV_RECONNECT_BASE_SECONDS: Final = "WASP_RECONNECT_BASE_SECONDS"  # default 1
 ENV_RECONNECT_MAX_SECONDS: Final = "WASP_RECONNECT_MAX_SECONDS"  # default 60
 ENV_SHUTDOWN_TIMEOUT_SECONDS: Final = "WASP_SHUTDOWN_TIMEOUT_SECONDS"  # default 20
+# How long a 463 reach-out timelock is taken to last when WhatsApp does not clear
+# it (default 86400; docs/delivery.md "Reach-out timelock").
+ENV_TIMELOCK_SECONDS: Final = "WASP_TIMELOCK_SECONDS"
 # Simulator only: seconds each QR code of a window is valid, comma-separated
 # (default "60,20,20,20,20,20": ~160 s per window, as WhatsApp does).
 ENV_SIMULATOR_QR_SECONDS: Final = "WASP_SIMULATOR_QR_SECONDS"

@@ -4,13 +4,18 @@ Optionally locked like a production Redis (``password=``): the ``default``
 user then needs that password, so the only ways in are the admin URL
 (``url``) and the ACL users the operator makes. ``restart()`` stops the server
 and starts it again on the same port with the data it had (an RDB snapshot
-taken just before), but, as after any real restart or failover to a replica
+taken just before; or, with AOF, only what it persisted itself, also after a
+SIGKILL), but, as after any real restart or failover to a replica
 without an ACL file, with none of the ACL users made at runtime.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import redis
@@ -85,11 +90,25 @@ class RedisServer:
         """A new admin client that decodes responses to ``str``."""
         return redis.Redis.from_url(self.url, decode_responses=True)
 
-    def restart(self) -> None:
-        """Stop and start again on the same port: same data, no runtime ACL users."""
-        with redis.Redis.from_url(self.url) as client:
-            client.save()
+    def restart(
+        self, *, snapshot: bool = True, kill: bool = False, down_seconds: float = 0.0
+    ) -> None:
+        """Stop and start again on the same port: same data, no runtime ACL users.
+
+        ``snapshot=False``: no SAVE first, the data comes back only as far as the
+        server persisted it itself (AOF: ``extra_args=("--appendonly", "yes")``).
+        ``kill``: SIGKILL instead of a shutdown (implies ``snapshot=False``): what
+        the AOF had fsynced survives, no more. ``down_seconds``: stay down that long.
+        """
+        if snapshot and not kill:
+            with redis.Redis.from_url(self.url) as client:
+                client.save()
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.popen.wait()
         self.process.stop()
+        time.sleep(down_seconds)
         self.process = self._start()
 
     def stop(self) -> None:

@@ -166,3 +166,88 @@ def test_a_neonize_store_survives_a_round_trip_through_redis(
     assert result["push_name"] == "Acme"
     text.close()
     binary.close()
+
+
+# A child that drives NeonizeTransport with neonize's own protobuf messages in
+# place of the network: what ``is_on_whatsapp`` answers, what ``send_message``
+# returns, the receipt and temporary-ban events as neonize decodes them.
+_BOUNDARY = """
+import json, queue, sys
+from pathlib import Path
+from neonize.events import ReceiptEv, TemporaryBanEv
+from neonize.proto.Neonize_pb2 import (
+    JID, IsOnWhatsAppResponse, Receipt, SendResponse, TemporaryBan,
+)
+from wasp_session.transport.whatsmeow import NeonizeTransport
+
+class Events:
+    def __init__(self):
+        self.handlers = {}
+    def qr(self, handler):
+        self.handlers["qr"] = handler
+    def __call__(self, kind):
+        return lambda handler: self.handlers.__setitem__(kind, handler)
+
+class Client:
+    def __init__(self):
+        self.event = Events()
+        self.sent_to = []
+    def is_on_whatsapp(self, *numbers):
+        answers = {
+            # a ported number: WhatsApp's JID is not the digits that were asked
+            "4915112345678": IsOnWhatsAppResponse(
+                Query="+4915112345678", IsIn=True,
+                JID=JID(User="4915187654321", Server="s.whatsapp.net")),
+            "4915199999999": IsOnWhatsAppResponse(Query="+4915199999999", IsIn=False, JID=JID()),
+        }
+        return [answers[n] for n in numbers]
+    def send_message(self, jid, text):
+        self.sent_to.append({"user": jid.User, "server": jid.Server, "device": jid.Device})
+        return SendResponse(ID="3EB0C0FFEE", Timestamp=1764215000)
+
+transport = NeonizeTransport(Path(sys.argv[1]))
+client = Client()
+transport._client = client
+transport._register(client)
+address = transport.check_number("4915112345678")
+absent = transport.check_number("4915199999999")
+sent = transport.send_text(address, "Your code is 123456.")
+handlers = client.event.handlers
+handlers[ReceiptEv](client, Receipt(
+    MessageIDs=["3EB0C0FFEE"], Type=Receipt.ReceiptType.READ, Timestamp=1764215042))
+handlers[TemporaryBanEv](client, TemporaryBan(
+    Code=TemporaryBan.TempBanReason.SEND_TO_TOO_MANY_PEOPLE, Expire=3600))
+events = []
+while True:
+    try:
+        events.append(transport.events.get_nowait())
+    except queue.Empty:
+        break
+receipt = next(e for e in events if type(e).__name__ == "ReceiptReceived")
+ban = next(e for e in events if type(e).__name__ == "TemporarilyBanned")
+print(json.dumps({
+    "address": address, "absent": absent, "sent_to": client.sent_to,
+    "sent": [sent.whatsapp_id, sent.timestamp],
+    "receipt": [list(receipt.whatsapp_ids), receipt.kind, receipt.timestamp],
+    "ban": [ban.code, ban.expires_in_seconds],
+}))
+"""
+
+
+def test_sends_go_to_the_jid_whatsapp_returned_and_times_are_read_in_their_units(
+    tmp_path: Path,
+) -> None:
+    """Neonize's types, read from its Go encoder (goneonize/utils/encoder.go).
+
+    ``IsOnWhatsAppResponse.JID`` is the account's JID (a ported number's need
+    not be its digits): the send goes to it. ``SendResponse.Timestamp`` and
+    ``Receipt.Timestamp`` are ``time.Time.Unix()``: epoch seconds.
+    ``TemporaryBan.Expire`` is ``int64(time.Duration.Seconds())``: seconds from now.
+    """
+    seen = json.loads(run_child(_BOUNDARY, str(tmp_path)))
+    assert seen["address"] == "4915187654321@s.whatsapp.net"
+    assert seen["absent"] is None
+    assert seen["sent_to"] == [{"user": "4915187654321", "server": "s.whatsapp.net", "device": 0}]
+    assert seen["sent"] == ["3EB0C0FFEE", 1764215000.0]
+    assert seen["receipt"] == [["3EB0C0FFEE"], "read", 1764215042.0]
+    assert seen["ban"] == [1, 3600.0]

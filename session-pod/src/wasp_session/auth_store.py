@@ -162,17 +162,16 @@ class AuthStore:
                 at=utc_now(),
             )
             blob = seal(header, database, self._aes_key)
-            verdict = self._write(
-                keys=[self._auth_key, self._lease.key],
-                args=[
-                    lease_value,
-                    self.generation,
-                    token,
-                    "1" if inspection.has_device else "0",
-                    blob,
-                ],
-            )
-            verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+            arguments: list[bytes | str | int] = [
+                lease_value,
+                self.generation,
+                token,
+                "1" if inspection.has_device else "0",
+                blob,
+            ]
+            verdict = _text(self._write(keys=[self._auth_key, self._lease.key], args=arguments))
+            if verdict == "lease_lost" and self._lease.renew():  # it expired unclaimed: ours again
+                verdict = _text(self._write(keys=[self._auth_key, self._lease.key], args=arguments))
             if verdict == "lease_lost":
                 self._lease.forget()
                 msg = "the lease was lost before the checkpoint was written"
@@ -195,8 +194,14 @@ class AuthStore:
             if lease_value is None:
                 msg = "delete without the lease"
                 raise LeaseLostError(msg)
-            verdict = self._delete(keys=[self._auth_key, self._lease.key], args=[lease_value])
-            if (verdict.decode() if isinstance(verdict, bytes) else str(verdict)) != "ok":
+            verdict = _text(
+                self._delete(keys=[self._auth_key, self._lease.key], args=[lease_value])
+            )
+            if verdict != "ok" and self._lease.renew():  # it expired unclaimed: ours again
+                verdict = _text(
+                    self._delete(keys=[self._auth_key, self._lease.key], args=[lease_value])
+                )
+            if verdict != "ok":
                 self._lease.forget()
                 msg = "the lease was lost before the snapshot was deleted"
                 raise LeaseLostError(msg)
@@ -206,3 +211,8 @@ class AuthStore:
         """Remove the local database files (after LoggedOut, before pairing again)."""
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{self.database}{suffix}").unlink(missing_ok=True)
+
+
+def _text(reply: object) -> str:
+    """A script's reply as text."""
+    return reply.decode() if isinstance(reply, bytes) else str(reply)

@@ -54,6 +54,7 @@ class Timings:
     shutdown_timeout: float = 20.0
     simulator_qr: tuple[float, ...] = _DEFAULT_QR_SECONDS
     simulator_receipt_delay: float = 1.0
+    timelock: float = 24 * 3600.0  # a 463 timelock's assumed length (docs/delivery.md)
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,7 @@ def _timings(env: Mapping[str, str]) -> Timings:
             d.simulator_receipt_delay,
             0.0,
         ),
+        timelock=_number(env, contract.ENV_TIMELOCK_SECONDS, float, d.timelock, 1.0),
     )
     if timings.reconnect_max < timings.reconnect_base:
         raise ConfigError(

@@ -3,8 +3,9 @@
 The lifecycle opens the gate on Connected (with the lease held) and closes it
 on every other phase; the worker waits on it before taking a job, so jobs stay
 in the queue, their TTL running, while the session is not connected. It also
-carries the two restrictions a send must respect: WhatsApp's 463 timelock and a
-temporary ban.
+carries the one restriction on every send: a temporary ban. WhatsApp's 463
+reach-out timelock is not one: it refuses only sends to new contacts, and
+WhatsApp decides which those are, per message (docs/delivery.md).
 
 Fenced by the lease's deadline (``fence_with``, wired by the lifecycle to
 ``LeaseKeeper.lease_valid``): past it the gate is not open, whatever the
@@ -36,13 +37,12 @@ class LeaseDeadlinePassedError(NotConnectedError):
 
 
 class SendGate:
-    """A thread-safe open/closed flag with the session's send restrictions."""
+    """A thread-safe open/closed flag with the session's send restriction (a ban)."""
 
     def __init__(self) -> None:
-        """Start closed, with no restriction."""
+        """Start closed, with no ban."""
         self._open = threading.Event()
         self._lock = threading.Lock()
-        self._timelocked = False
         self._banned_until: float | None = None
         self._lease_valid: Callable[[], bool] = lambda: True
 
@@ -83,17 +83,6 @@ class SendGate:
                 return False
             time.sleep(min(_FENCE_POLL_SECONDS, left))
         return False
-
-    @property
-    def timelocked(self) -> bool:
-        """Whether WhatsApp's 463 timelock holds (no sends to new numbers)."""
-        with self._lock:
-            return self._timelocked
-
-    def set_timelocked(self, *, timelocked: bool) -> None:
-        """Record the timelock starting or ending."""
-        with self._lock:
-            self._timelocked = timelocked
 
     @property
     def banned(self) -> bool:

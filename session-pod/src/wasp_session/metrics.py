@@ -37,6 +37,10 @@ RECONNECTS = Counter(
 START_FAILURES = Counter("wasp_session_start_failures", "Starts of the connection that failed.")
 PAIRING_WINDOWS = Counter("wasp_session_pairing_windows", "Pairing windows (QR or code) opened.")
 KEEPALIVE_TIMEOUTS = Counter("wasp_session_keepalive_timeouts", "Keep-alive pings that failed.")
+TIMELOCKED = Gauge(
+    "wasp_session_timelocked",
+    "1 while WhatsApp's 463 reach-out timelock is taken to hold (sends to new contacts refused).",
+)
 CHECKPOINTS = Counter(
     "wasp_session_checkpoints", "Auth-state checkpoints, by result.", labelnames=["result"]
 )

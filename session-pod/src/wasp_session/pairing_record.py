@@ -127,6 +127,11 @@ class PairingRecord:
         with self._lock:
             if self._write(keys=[self._key, self._lease.key], args=[lease_value, mode, *pairs]):
                 return
+            # The lease expired unclaimed (Redis was away longer than its TTL): ours again.
+            if self._lease.renew() and self._write(
+                keys=[self._key, self._lease.key], args=[lease_value, mode, *pairs]
+            ):
+                return
         self._lease.forget()
         msg = "the lease was lost before the pairing record was written"
         raise LeaseLostError(msg)

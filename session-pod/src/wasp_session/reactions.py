@@ -7,7 +7,10 @@ codes and counts pairing windows, in the tenant's pairing record too
 never shows one beyond the limit; checks every account that pairs or
 connects against the tenant's pin (``account_guard``) before it records the
 account, checkpoints it or opens the send gate; pauses on a disconnect;
-wipes and pairs again after a logout; waits out a ban; sets the timelock;
+wipes and pairs again after a logout; waits out a ban; records WhatsApp's 463
+reach-out timelock (status, metric) until WhatsApp clears it or its bound
+passes, kept across restarts in the status hash (it stops no send: WhatsApp
+refuses the sends it covers, one message at a time);
 ends the session on fatal events. It connects the transport, retrying a
 failed start with full-jitter backoff up to the limit, and re-arms a halted
 session (Conflict, PairingExpired, a refused account) on a ``pair`` command.
@@ -32,6 +35,7 @@ import structlog
 
 from wasp import contract
 from wasp.accounts import account_of_jid, mask_account
+from wasp.timestamps import parse_timestamp
 from wasp_session import metrics
 from wasp_session.account_guard import AccountGuard
 from wasp_session.auth_store import AuthStore
@@ -82,6 +86,7 @@ class _Counters:
     paired_now: bool = False  # this connection paired (the device was not restored)
     connected_since: float | None = None
     ban_ends: float | None = None
+    timelock_ends: float | None = None  # epoch seconds the 463 timelock is taken to end at
     halted: bool = False  # Conflict / PairingExpired / refused account: waits for `pair`
 
 
@@ -123,6 +128,7 @@ class Reactions:
     # ------------------------------------------------------------ connecting
     def resume(self) -> None:
         """Take up the pairing record, then connect, unless it says the session is halted."""
+        self._restore_timelock()
         record = self._p.pairing.read()
         self._n.windows_used = record.windows
         if record.windows or record.halt:
@@ -376,16 +382,49 @@ class Reactions:
         log.warning("session_banned", code=event.code, seconds=event.expires_in_seconds)
 
     def _timelock(self, *, active: bool) -> None:
-        self._p.gate.set_timelocked(timelocked=active)
-        log.warning("session_timelocked") if active else log.info("session_timelock_cleared")
-        if active:
-            self._p.status.update({contract.STATUS_TIMELOCKED: "1"})
-        else:
-            self._p.status.update(remove=(contract.STATUS_TIMELOCKED,))
+        """A 463 (again: the bound counts from the last one), or WhatsApp clearing it."""
+        if not active:
+            self._end_timelock("WhatsApp cleared it")
+            return
+        until = time.time() + self._config.timings.timelock
+        self._n.timelock_ends = until
+        metrics.TIMELOCKED.set(1)
+        self._p.status.update(
+            {contract.STATUS_TIMELOCKED: "1", contract.STATUS_TIMELOCKED_UNTIL: rfc3339(until)}
+        )
+        log.warning("session_timelocked", until=rfc3339(until))
+
+    def _end_timelock(self, why: str) -> None:
+        self._n.timelock_ends = None
+        metrics.TIMELOCKED.set(0)
+        self._p.status.update(remove=(contract.STATUS_TIMELOCKED, contract.STATUS_TIMELOCKED_UNTIL))
+        log.info("session_timelock_cleared", why=why)
+
+    def _restore_timelock(self) -> None:
+        """Take up a timelock an earlier pod recorded, or clear it if its bound has passed."""
+        key = contract.status_key(self._config.tenant)
+        held, until = self._p.client.hmget(
+            key, [contract.STATUS_TIMELOCKED, contract.STATUS_TIMELOCKED_UNTIL]
+        )
+        if held is None:
+            return
+        try:
+            ends = parse_timestamp(str(until)).timestamp()
+        except ValueError:
+            ends = 0.0  # no bound recorded (an older pod's record): taken as ended
+        if ends <= time.time():
+            self._end_timelock("its bound passed while no pod ran")
+            return
+        self._n.timelock_ends = ends
+        metrics.TIMELOCKED.set(1)
+        log.warning("session_timelock_restored", until=until)
 
     # ------------------------------------------------------------ time, commands
     def tick(self) -> None:
-        """Reconnect when a ban has expired."""
+        """End the timelock past its bound; reconnect when a ban has expired."""
+        ends = self._n.timelock_ends
+        if ends is not None and time.time() >= ends:
+            self._end_timelock(f"its bound passed ({self._config.timings.timelock:.0f} s)")
         if self._n.ban_ends is None or time.monotonic() < self._n.ban_ends:
             return
         self._n.ban_ends = None

@@ -113,6 +113,8 @@ class StatusBoard:
             values[contract.STATUS_UPDATED_AT] = utc_now()
         with self._lock:
             reply = self._run(lease_value, values, remove)
+            if reply is None and self._lease.renew():  # it expired unclaimed: ours again
+                reply = self._run(lease_value, values, remove)
             if reply is None:
                 self._lease.forget()
                 msg = "the lease was lost before the status was written"

@@ -72,9 +72,9 @@ class PhoneNetwork:
         self.sent.append((phone_digits, text, time.time()))
         return SentMessage(whatsapp_id=f"WA{next(self._ids)}", timestamp=time.time())
 
-    def check_number(self, phone_digits: str) -> bool:
-        """Whether the number has an account."""
-        return phone_digits not in self.absent
+    def check_number(self, phone_digits: str) -> str | None:
+        """The number's address (its digits) if it has an account."""
+        return None if phone_digits in self.absent else phone_digits
 
     def logout(self) -> None:
         """Not used by delivery."""

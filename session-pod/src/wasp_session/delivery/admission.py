@@ -10,7 +10,8 @@ rate limit or group; its ``data`` inflates to at most
 unpickles it) naming ``contract.OTP_JOB_FUNCTION`` with keyword arguments
 only; its id is ``contract.job_id(tenant, kwargs["message_id"])``; it came
 from the tenant's queue; and RQ can read it (``Job.restore`` with the JSON
-serializer, which imports nothing). Anything else is a ``JobRefusal`` naming
+serializer, which imports nothing), with a creation time that can date its
+message (from the year 2000 to 9000). Anything else is a ``JobRefusal`` naming
 what is wrong, with the message id when one can be read (from the job id,
 else from the arguments). Errors quote input through ``wasp.redaction.echo``.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
 import redis
@@ -31,9 +33,14 @@ from rq.job import Job
 
 from wasp import contract, queueing
 from wasp.redaction import echo
-from wasp_session.delivery.arguments import MAX_TTL_SECONDS, MESSAGE_ID_PATTERN
+from wasp_session.delivery.arguments import MESSAGE_ID_PATTERN, valid_ttl_seconds
 
 MAX_JOB_FIELDS: Final = 64
+# A job's creation time dates its message (expiry = created_at + TTL, a retry's backoff
+# after it): far from the end of the calendar, where that date would overflow, and in
+# years of four digits, as the message hash's RFC 3339 times must be.
+_EARLIEST_CREATION: Final = datetime(2000, 1, 1)  # noqa: DTZ001 - RQ's times are naive UTC
+_LATEST_CREATION: Final = datetime(9000, 1, 1)  # noqa: DTZ001
 MAX_JOB_DATA_BYTES: Final = contract.MAX_JOB_HASH_BYTES  # inflated ``data``
 
 # Every field RQ 3.0 writes into a job hash (``Job.to_dict``, ``set_status``,
@@ -230,9 +237,7 @@ class _Judgement:
             and MESSAGE_ID_PATTERN.fullmatch(message_id)
         ):
             self.message_id = message_id
-        ttl = kwargs.get("ttl_seconds")
-        if isinstance(ttl, int) and not isinstance(ttl, bool) and 0 < ttl <= MAX_TTL_SECONDS:
-            self.ttl_seconds = ttl
+        self.ttl_seconds = valid_ttl_seconds(kwargs.get("ttl_seconds"))
 
     def check_id(self, kwargs: dict[str, Any]) -> None:
         """The job id is ``<tenant>_<message id>``, with the arguments' message id if valid.
@@ -257,6 +262,9 @@ class _Judgement:
             raise self.refuse(msg) from None
         if job.data != data or readable != (contract.OTP_JOB_FUNCTION, None, [], kwargs):
             msg = "RQ reads the job's data differently from its check"
+            raise self.refuse(msg)
+        if not _EARLIEST_CREATION <= job.created_at.replace(tzinfo=None) <= _LATEST_CREATION:
+            msg = f"the job's created_at {echo(str(job.created_at))} is not a time RQ writes"
             raise self.refuse(msg)
         queue_name = contract.delivery_queue(self.tenant)
         if job.origin != queue_name:

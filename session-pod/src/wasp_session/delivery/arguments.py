@@ -26,6 +26,17 @@ MAX_TTL_SECONDS: Final = 24 * 3600
 MESSAGE_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
+def valid_ttl_seconds(value: object) -> int | None:
+    """``value`` if it is a valid ``ttl_seconds`` (whole seconds, 1 to ``MAX_TTL_SECONDS``).
+
+    The one check of a TTL: whatever dates a message (its expiry, the RQ
+    lifetimes of a refused job) uses it, so no job's TTL overflows a date.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 < value <= MAX_TTL_SECONDS else None
+
+
 class InvalidJobError(ValueError):
     """The job's arguments break the contract; the message says how."""
 
@@ -70,7 +81,8 @@ def parse_arguments(
         if not isinstance(value, str):
             msg = f"{name} must be a string, not {type(value).__name__}"
             raise InvalidJobError(msg)
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= MAX_TTL_SECONDS:
+    ttl_seconds = valid_ttl_seconds(ttl)
+    if ttl_seconds is None:
         msg = f"ttl_seconds must be a whole number of seconds from 1 to {MAX_TTL_SECONDS}"
         raise InvalidJobError(msg)
     if template is not None and not isinstance(template, str):
@@ -79,5 +91,5 @@ def parse_arguments(
     assert isinstance(phone, str)  # noqa: S101 - narrowed above, for mypy
     assert isinstance(code, str)  # noqa: S101
     return OtpRequest(
-        message_id=message_id, phone=phone, code=code, ttl_seconds=ttl, template=template
+        message_id=message_id, phone=phone, code=code, ttl_seconds=ttl_seconds, template=template
     )

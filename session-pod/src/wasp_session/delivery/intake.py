@@ -79,6 +79,15 @@ def _text(value: object) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _failed_fields(error: str) -> dict[str, str | bytes]:
+    """The fields that end a refused job ``failed`` in RQ, with ``error`` as its text."""
+    return {
+        "status": JobStatus.FAILED.value,
+        "ended_at": format_timestamp(utc_now()),
+        "exc_info": zlib.compress(error.encode("utf-8")),
+    }
+
+
 def _unread_refusal(kind: str, size: int, message_id: str | None) -> JobRefusal | None:
     """The refusal of a job hash the bounded read did not return, if it did not."""
     reasons = {
@@ -123,11 +132,28 @@ class JobIntake:
         try:
             job_id = raw_id.decode("utf-8")
         except UnicodeDecodeError:
-            self._connection.lrem(self._intermediate_key, 1, raw_id)  # type: ignore[arg-type]
-            shown = _text(raw_id)[: contract.MAX_ECHOED_INPUT_CHARS]
-            self._log.warning("otp_job_refused", job_id=shown, error="its id is not UTF-8")
+            self._refuse_unnamed(raw_id)
             return None
         return self.admit(job_id)
+
+    def _refuse_unnamed(self, raw_id: bytes) -> None:
+        """A job id that is not UTF-8 (RQ never writes one): off the queue, its hash ``failed``.
+
+        It names no message. Its hash, if it is one, ends ``failed`` with the
+        error and expires like any refused job's; it is not put in RQ's failed
+        registry, whose maintenance decodes every id.
+        """
+        error = "not an OTP job: its id is not UTF-8 (RQ's job ids are [A-Za-z0-9_-])"
+        key = Job.redis_job_namespace_prefix.encode() + raw_id
+        is_hash = self._connection.type(key) in (b"hash", "hash")
+        with self._connection.pipeline(transaction=False) as pipe:
+            pipe.lrem(self._intermediate_key, 1, raw_id)  # type: ignore[arg-type]
+            if is_hash:
+                pipe.hset(key, mapping=_failed_fields(error))  # type: ignore[arg-type]
+                pipe.expire(key, queueing.job_lifetime_seconds(self._default_ttl))
+            pipe.execute()
+        shown = _text(raw_id)[: contract.MAX_ECHOED_INPUT_CHARS]
+        self._log.warning("otp_job_refused", job_id=shown, error="its id is not UTF-8")
 
     def admit(self, job_id: str) -> Job | None:
         """The job ``job_id`` (already in the intermediate queue) if admitted, else None."""
@@ -178,14 +204,7 @@ class JobIntake:
         with self._connection.pipeline(transaction=False) as pipe:
             pipe.lrem(self._intermediate_key, 1, job_id)
             if is_hash:
-                pipe.hset(
-                    key,
-                    mapping={
-                        "status": JobStatus.FAILED.value,
-                        "ended_at": format_timestamp(utc_now()),
-                        "exc_info": zlib.compress(error.encode("utf-8")),
-                    },
-                )
+                pipe.hset(key, mapping=_failed_fields(error))  # type: ignore[arg-type]
                 pipe.expire(key, lifetime)
                 pipe.zadd(
                     self._queue.failed_job_registry.key, {job_id: current_timestamp() + lifetime}

@@ -5,10 +5,12 @@ Owns the decisions for a single job, in order: arguments well-formed
 (``expired``, counted from the job's creation so retries never extend it),
 number valid (``invalid_number``), code and template allowed
 (``invalid_job``), the gate open (waiting while the session is not
-Connected, TTL running), not banned or timelocked, the number on WhatsApp
+Connected, TTL running), not banned, the number on WhatsApp
 (``not_on_whatsapp``, cached), the send paced, the sent marker claimed, then
-the send; transient failures are retried by RQ with exponential backoff up to
-the configured attempts (``send_error`` after the last), permanent ones fail
+the send (a 463 reach-out timelock fails that one message ``timelocked``: it
+refuses new contacts only, so the others are still tried); transient
+failures are retried by RQ with exponential backoff up to the configured
+attempts (``send_error`` after the last), permanent ones fail
 at once; a send that may have reached WhatsApp (a timeout after the request
 left, a process killed during the send and its one resend) fails
 ``uncertain`` and is never sent again. Every outcome is written through
@@ -25,7 +27,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import redis
@@ -40,9 +42,14 @@ from wasp.messages import FailureReason, MessageStore, decode_reply
 from wasp.phones import e164_digits, normalize_phone
 from wasp.redaction import mask_numbers
 from wasp.templates import render_message
-from wasp.timestamps import as_utc, format_timestamp, utc_now
+from wasp.timestamps import as_utc, format_timestamp
 from wasp_session.delivery import metrics
-from wasp_session.delivery.arguments import InvalidJobError, OtpRequest, parse_arguments
+from wasp_session.delivery.arguments import (
+    InvalidJobError,
+    OtpRequest,
+    parse_arguments,
+    valid_ttl_seconds,
+)
 from wasp_session.delivery.context import DeliveryContext
 from wasp_session.delivery.markers import Claim, SentMarkers
 from wasp_session.delivery.pacing import SendPacer
@@ -57,6 +64,8 @@ from wasp_session.transport.base import (
 ON_WHATSAPP_TTL_SECONDS: Final = 24 * 3600
 NOT_ON_WHATSAPP_TTL_SECONDS: Final = 3600
 _GATE_POLL_SECONDS: Final = 0.5
+# How often the sender reads Redis's clock again (in between: its own monotonic clock).
+_CLOCK_READ_SECONDS: Final = 10.0
 
 log = structlog.get_logger("wasp_session.delivery")
 
@@ -100,6 +109,36 @@ def _send_failure(error: SendError) -> Exception:
     return _Failed(reason="send_error", error=str(error))
 
 
+class RedisClock:
+    """The present on Redis's clock (``TIME``), never on this pod's wall clock.
+
+    A TTL counts from the job's creation on its enqueuer's clock; the pod's own
+    clock may be minutes off (docs/delivery.md, "Clocks"). Redis is the one
+    clock every pod and enqueuer of a tenant shares, as the send pacing does.
+    Read every ``_CLOCK_READ_SECONDS`` and carried forward in between on the
+    monotonic clock (which no wall-clock step moves); while Redis cannot be
+    read, the last reading is carried forward.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        """Read ``client``'s server clock."""
+        self._client = client
+        self._read: tuple[float, datetime] | None = None
+
+    def now(self) -> datetime:
+        """Redis's time now, aware UTC."""
+        moment = time.monotonic()
+        if self._read is None or moment - self._read[0] >= _CLOCK_READ_SECONDS:
+            try:
+                seconds, micros = self._client.time()
+                self._read = (moment, datetime.fromtimestamp(seconds + micros / 1e6, UTC))
+            except redis.RedisError:
+                if self._read is None:
+                    raise
+        at, then = self._read
+        return then + timedelta(seconds=time.monotonic() - at)
+
+
 class OtpSender:
     """Runs OTP jobs for one tenant with its transport, gate, settings and Redis."""
 
@@ -115,6 +154,7 @@ class OtpSender:
         self._store = MessageStore(client, context.tenant)
         self._markers = SentMarkers(client, context.tenant, owner)
         self._pacer = SendPacer(client, context.tenant, context.settings.rate_per_minute)
+        self._clock = RedisClock(client)
         self._log = log.bind(tenant=context.tenant)
         self._store.ensure_loaded()
         self._pacer.ensure_loaded(client)
@@ -128,8 +168,8 @@ class OtpSender:
         try:
             request = parse_arguments(args, kwargs, job.id, self._tenant)
         except InvalidJobError as error:
-            ttl = kwargs.get("ttl_seconds")
-            ttl_seconds = ttl if isinstance(ttl, int) and ttl > 0 else self._settings.ttl_seconds
+            ttl = valid_ttl_seconds(kwargs.get("ttl_seconds"))  # a huge one overflows a date
+            ttl_seconds = ttl or self._settings.ttl_seconds
             self._store.create(
                 message_id,
                 phone=None,
@@ -173,18 +213,15 @@ class OtpSender:
                 raise _Failed(
                     reason="banned", error="the account is temporarily banned by WhatsApp"
                 )
-            if gate.timelocked:
-                raise _Failed(
-                    reason="timelocked", error="WhatsApp's reach-out timelock (463) holds"
-                )
             fields = {contract.MESSAGE_ATTEMPTS: str(attempt), contract.MESSAGE_PHONE: e164}
             cached = self._mark_sending(message_id, fields, e164)
             try:
-                if not self._on_whatsapp(e164, cached):
+                address = self._on_whatsapp(e164, cached)
+                if address is None:
                     raise _Failed(reason="not_on_whatsapp", error=f"{e164} has no WhatsApp account")
                 self._pace(expires_at)
                 self._check_expiry(expires_at)
-                self._send(job_log, message_id, e164, text, created_at)
+                self._send(job_log, message_id, address, text, created_at)
             except NotConnectedError:
                 job_log.info("otp_waiting_for_connection")
                 time.sleep(_GATE_POLL_SECONDS)
@@ -207,8 +244,9 @@ class OtpSender:
             raise _Failed(reason="invalid_job", error=str(error)) from None
         return e164, text
 
-    def _check_expiry(self, expires_at: datetime) -> None:
-        if utc_now() >= expires_at:
+    def _check_expiry(self, expires_at: datetime, ahead: float = 0.0) -> None:
+        """Fail ``expired`` if the TTL has ended (or ends within ``ahead`` seconds)."""
+        if self._clock.now() + timedelta(seconds=ahead) >= expires_at:
             msg = f"not sent: its time to live ended at {format_timestamp(expires_at)}"
             raise _Failed(reason="expired", error=msg)
 
@@ -243,12 +281,18 @@ class OtpSender:
 
         return self._pipeline(fill)[1]
 
-    def _on_whatsapp(self, e164: str, cached: object) -> bool:
+    def _on_whatsapp(self, e164: str, cached: object) -> str | None:
+        """The address WhatsApp gave for the number (send to it), or None if it has no account.
+
+        Cached as that address ("0": no account; "1", from before, or a bare yes: the digits).
+        """
         key = contract.on_whatsapp_cache_key(self._tenant, e164)
+        digits = e164_digits(e164)
         if cached is not None:
-            return cached in (b"1", "1")
+            text = cached.decode() if isinstance(cached, bytes) else str(cached)
+            return None if text == "0" else (digits if text == "1" else text)
         try:
-            present = self._context.transport.check_number(e164_digits(e164))
+            answer: object = self._context.transport.check_number(digits)
         except NotConnectedError:
             raise
         except SendError as error:
@@ -257,15 +301,14 @@ class OtpSender:
             raise _Failed(
                 reason="send_error", error=f"checking the number failed: {error}"
             ) from None
-        ttl = ON_WHATSAPP_TTL_SECONDS if present else NOT_ON_WHATSAPP_TTL_SECONDS
-        self._client.set(key, "1" if present else "0", ex=ttl)
-        return present
+        address = answer if isinstance(answer, str) else (digits if answer else None)
+        ttl = ON_WHATSAPP_TTL_SECONDS if address else NOT_ON_WHATSAPP_TTL_SECONDS
+        self._client.set(key, address or "0", ex=ttl)
+        return address or None
 
     def _pace(self, expires_at: datetime) -> None:
         while (wait := self._pacer.try_acquire()) > 0:
-            left = (expires_at - utc_now()).total_seconds()
-            if wait >= left:
-                self._check_expiry(utc_now() + timedelta(seconds=wait))
+            self._check_expiry(expires_at, ahead=wait)  # the next token comes too late
             if self._stop.wait(min(wait, 1.0)):
                 msg = "the session is stopping"
                 raise DeliveryStoppedError(msg)
@@ -274,7 +317,7 @@ class OtpSender:
         self,
         job_log: structlog.typing.FilteringBoundLogger,
         message_id: str,
-        e164: str,
+        address: str,
         text: str,
         created_at: datetime,
     ) -> None:
@@ -290,7 +333,7 @@ class OtpSender:
             job_log.warning("otp_resend_after_crash", previous_owner=claim.detail)
         try:
             self._context.gate.check_lease()  # past the lease's deadline: NotConnectedError
-            sent = self._context.transport.send_text(e164_digits(e164), text)
+            sent = self._context.transport.send_text(address, text)  # as check_number gave it
         except SendError as error:  # NotConnectedError included: it did not go
             self._pacer.settle()
             if not isinstance(error, SendUncertainError):  # it may have gone: keep the marker
@@ -338,7 +381,7 @@ class OtpSender:
         whatsapp_id: str,
         created_at: datetime,
     ) -> None:
-        latency = max(0.0, (utc_now() - created_at).total_seconds())
+        latency = max(0.0, (self._clock.now() - created_at).total_seconds())
         metrics.SEND_LATENCY.labels(tenant=self._tenant).observe(latency)
         metrics.count_state(self._tenant, "sent")
         job_log.info("otp_sent", whatsapp_id=whatsapp_id, latency_seconds=round(latency, 3))
@@ -359,7 +402,7 @@ class OtpSender:
         backoff = self._settings.retry_backoff_seconds
         intervals = [max(1, math.ceil(backoff * 2**i)) for i in range(attempts - 1)]
         delay = intervals[attempt - 1]
-        if utc_now() + timedelta(seconds=delay) >= expires_at:
+        if self._clock.now() + timedelta(seconds=delay) >= expires_at:
             msg = f"not sent: {error}; its time to live ends before the next attempt"
             self._fail(job_log, message_id, "expired", msg)
             return None

@@ -11,7 +11,9 @@ RQ reads it, and a refused one never runs. RQ's registry maintenance, which
 fetches jobs and runs their failure callbacks, is replaced by the parts that
 read no job (expired entries of the finished and failed registries, dead
 workers). Before its first job it recovers jobs a killed predecessor left
-behind (``recovery.py``). Retries due again are moved back by
+behind (``recovery.py``), and again after any Redis error (a restarted or
+unreachable Redis): the loop never quits on one, it waits, and the job it
+held may sit in RQ's intermediate queue or registries. Retries due again are moved back by
 ``scheduling.move_due_jobs`` on another thread. The worker is named
 ``contract.worker_name(tenant, ...)`` and uses JSON only. Must not decide
 anything about a message: ``sender.py`` does that.
@@ -95,7 +97,36 @@ class GatedWorker(SimpleWorker):
         if pipeline is None and moment - self._last_heartbeat < _HEARTBEAT_SECONDS:
             return
         self._last_heartbeat = moment
-        super().heartbeat(timeout, pipeline)
+        try:
+            super().heartbeat(timeout, pipeline)
+        except redis.RedisError as error:  # the next one tries again
+            self._redis_lost(error)
+
+    def _redis_lost(self, error: redis.RedisError) -> None:
+        """A Redis error: wait a moment, and recover held jobs before the next one."""
+        log.warning("otp_worker_redis_error", tenant=self._tenant, error=str(error))
+        self._recovered = False
+        self._stop.wait(_REDIS_RETRY_SECONDS)
+
+    def check_for_suspension(self, burst: bool) -> None:  # noqa: FBT001 - RQ's signature
+        """RQ's check, but a Redis error does not end the loop (RQ's would quit)."""
+        try:
+            super().check_for_suspension(burst)
+        except redis.RedisError as error:
+            self._redis_lost(error)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's, but a Redis error in its bookkeeping does not end the loop (RQ's would quit)."""
+        try:
+            super().execute_job(job, queue)
+        except redis.RedisError as error:
+            self._redis_lost(error)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:  # noqa: ANN401 - RQ's signature
+        """RQ's; a job ended by a Redis error is left pending: recover it before the next."""
+        if isinstance(exc_info[1], redis.RedisError):
+            self._recovered = False
+        super().handle_exception(job, *exc_info)
 
     def _install_signal_handlers(self) -> None:
         """The session app owns the process's signals; this thread installs none."""
@@ -115,15 +146,14 @@ class GatedWorker(SimpleWorker):
     ) -> tuple[Job, Queue] | None:
         """Wait for the gate, then for an admitted job, a second at a time, watching ``stop``."""
         del timeout, max_idle_time
-        self.set_state(WorkerStatus.IDLE)
         while True:
             if self._stop.is_set():
                 raise StopRequested
             try:
+                self.set_state(WorkerStatus.IDLE)
                 job = self._take()
             except redis.RedisError as error:
-                log.warning("otp_worker_redis_error", tenant=self._tenant, error=str(error))
-                self._stop.wait(_REDIS_RETRY_SECONDS)
+                self._redis_lost(error)
                 continue
             if job is not None:
                 job.redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]

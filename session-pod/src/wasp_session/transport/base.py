@@ -226,15 +226,15 @@ class Transport(Protocol):
         """Ask for a pairing code for ``phone_digits`` (E.164 without "+")."""
         ...
 
-    def send_text(self, phone_digits: str, text: str) -> SentMessage:
-        """Send ``text`` to ``phone_digits``; raise ``SendError`` if it did not go.
+    def send_text(self, to: str, text: str) -> SentMessage:
+        """Send ``text`` to ``to`` (the address ``check_number`` returned); ``SendError`` if not.
 
         ``SendUncertainError`` if the request was written and no answer came: it may have gone.
         """
         ...
 
-    def check_number(self, phone_digits: str) -> bool:
-        """Whether ``phone_digits`` has a WhatsApp account."""
+    def check_number(self, phone_digits: str) -> str | None:
+        """The address WhatsApp gives the number (e.g. its JID), or None if it has no account."""
         ...
 
     def logout(self) -> None:

@@ -18,9 +18,11 @@ command                 effect
 ``logout``              the phone unlinks the device (LoggedOut)
 ``stream_replaced``     another client took the account (Conflict)
 ``ban``                 temporary ban (``seconds``, default 60; ``code``)
-``timelock``            463 reach-out timelock: sends to numbers never
-                        written to raise TimelockedError until cleared
-``clear_timelock``      the timelock ends
+``timelock``            463 reach-out timelock: a send to a number the
+                        account never wrote to (not in the outbox) raises
+                        TimelockedError and reports the 463 again, as
+                        whatsmeow does; numbers written before still go
+``clear_timelock``      WhatsApp ends the timelock (the session clears it)
 ``fail_sends``          the next ``count`` sends (default 1) fail, transient
 ``send_timeout_after_delivery``
                         the next ``count`` sends (default 1) reach WhatsApp

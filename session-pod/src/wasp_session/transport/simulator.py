@@ -72,6 +72,7 @@ from wasp_session.transport.sim_device import Device, DeviceFile
 DATABASE_NAME = "simulator.db"
 _POLL_SECONDS = 0.1
 _DEFAULT_ACCOUNT = "4915100000000"  # the account a bare `scan` pairs
+_USER_SERVER = "s.whatsapp.net"  # the server of a user's JID, as check_number answers
 _RECEIPT_BATCH = 100  # receipts claimed a round (10 rounds a second): at most this many in flight
 log = structlog.stdlib.get_logger("wasp_session.simulator")
 
@@ -142,7 +143,6 @@ class SimulatorTransport:
         self._fail_sends = 0
         self._lost_acks: list[float] = []  # send_timeout_after_delivery: seconds, one per send
         self._timelocked = False
-        self._contacted: set[str] = set()
 
     # ------------------------------------------------------------ interface
     @property
@@ -174,8 +174,9 @@ class SimulatorTransport:
                 remaining += max(0.0, self._window_deadline - time.monotonic())
         self._emit(PairingCodeIssued(code=_pairing_code(), valid_seconds=remaining))
 
-    def send_text(self, phone_digits: str, text: str) -> SentMessage:
+    def send_text(self, to: str, text: str) -> SentMessage:
         """Record the message in the outbox; receipts follow (unless the ack is lost)."""
+        phone_digits = to.partition("@")[0]  # the JID check_number gave, or bare digits
         with self._lock:
             if not self._connected:
                 raise NotConnectedError
@@ -183,8 +184,11 @@ class SimulatorTransport:
                 self._fail_sends -= 1
                 msg = "simulated send failure"
                 raise SendError(msg, transient=True)
-            if self._timelocked and phone_digits not in self._contacted:
-                raise TimelockedError
+            timelocked = self._timelocked
+        if timelocked and not self._written_before(phone_digits):
+            self._emit(Timelocked(active=True))  # as whatsmeow's transport does on a 463
+            msg = "simulated: server returned error 463 (reach-out timelock: a new contact)"
+            raise TimelockedError(msg)
         if not self.check_number(phone_digits):
             msg = f"+{phone_digits} is not on WhatsApp"
             raise SendError(msg, transient=False)
@@ -201,7 +205,6 @@ class SimulatorTransport:
         pipe.zadd(contract.simulator_receipts_key(self._tenant), pending)
         pipe.execute()
         with self._lock:
-            self._contacted.add(phone_digits)
             lost_ack = self._lost_acks.pop(0) if self._lost_acks else None
             stopped = self._stop
         if lost_ack is not None:  # it reached WhatsApp; the acknowledgement never comes
@@ -210,13 +213,19 @@ class SimulatorTransport:
             raise SendUncertainError(msg)
         return SentMessage(whatsapp_id=whatsapp_id, timestamp=now)
 
-    def check_number(self, phone_digits: str) -> bool:
-        """Whether the number is on WhatsApp (not in the absent set)."""
+    def _written_before(self, phone_digits: str) -> bool:
+        """Whether the account wrote to the number before: it is in the outbox (read only now)."""
+        to = f"+{phone_digits}"
+        entries = self._redis.lrange(contract.simulator_outbox_key(self._tenant), 0, -1)
+        return any(json.loads(entry).get("to") == to for entry in entries)
+
+    def check_number(self, phone_digits: str) -> str | None:
+        """The number's JID, as WhatsApp answers, unless it is in the absent set."""
         key = contract.simulator_absent_key(self._tenant)
         pipe = self._redis.pipeline(transaction=False)
         pipe.sismember(key, f"+{phone_digits}")
         pipe.sismember(key, phone_digits)
-        return not any(pipe.execute())
+        return None if any(pipe.execute()) else f"{phone_digits}@{_USER_SERVER}"
 
     def logout(self) -> None:
         """Unlink the simulated device (as WhatsApp would: the phone no longer lists it)."""

@@ -17,6 +17,7 @@ import loads the Go runtime and calls ``logging.basicConfig``.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from pathlib import Path
@@ -76,6 +77,10 @@ _FIRST_QR_SECONDS = 60.0
 _NEXT_QR_SECONDS = 20.0
 _WINDOW_SECONDS = 160.0
 _QR_SILENCE_SECONDS = 25.0
+# whatsmeow's ErrServerReturnedError for a 463 nack ("server returned error 463",
+# NackCallerReachoutTimelocked): the reach-out timelock refused this recipient.
+# Matched as that phrase, not as any "463" (a number in the text is not one).
+_REACHOUT_TIMELOCK = re.compile(r"\berror 463\b")
 _RECEIPT_KINDS = {
     int(Receipt.ReceiptType.DELIVERED): "delivered",
     int(Receipt.ReceiptType.READ): "read",
@@ -87,6 +92,7 @@ _MAY_HAVE_GONE = (
     "timed out waiting for message send response",
     "disconnected before message send returned response",
 )
+_USER_SERVER = "s.whatsapp.net"  # build_jid's default: a user's JID
 _CLIENT_OUTDATED = int(ConnectFailureReason.CLIENT_OUTDATED)
 _PAIR_SUCCESS = int(PairStatus.PStatus.SUCCESS)
 log = structlog.stdlib.get_logger("wasp_session.neonize")
@@ -204,14 +210,14 @@ class NeonizeTransport:
         remaining = max(1.0, _WINDOW_SECONDS - (time.monotonic() - started))
         self._emit(PairingCodeIssued(code=str(code), valid_seconds=remaining))
 
-    def send_text(self, phone_digits: str, text: str) -> SentMessage:
-        """Send and wait for the server's acknowledgement."""
+    def send_text(self, to: str, text: str) -> SentMessage:
+        """Send to ``to`` (the JID ``check_number`` returned) and wait for the acknowledgement."""
         client = self._require()
         try:
-            response = client.send_message(build_jid(phone_digits), text)
+            response = client.send_message(jid_of(to), text)
         except Exception as error:
             message = str(error)
-            if "463" in message:
+            if _REACHOUT_TIMELOCK.search(message):  # this message fails; the others are tried
                 self._emit(Timelocked(active=True))
                 raise TimelockedError(message) from error
             if "not connected" in message or "client is nil" in message:
@@ -219,21 +225,19 @@ class NeonizeTransport:
             if any(sign in message for sign in _MAY_HAVE_GONE):
                 raise SendUncertainError(message) from error
             raise SendError(message, transient=True) from error
-        stamp = float(response.Timestamp)
         return SentMessage(
-            whatsapp_id=str(response.ID),
-            timestamp=stamp / 1000 if stamp > 1e12 else stamp,  # noqa: PLR2004 - milliseconds
+            whatsapp_id=str(response.ID), timestamp=epoch_seconds(response.Timestamp)
         )
 
-    def check_number(self, phone_digits: str) -> bool:
-        """Whether the number has a WhatsApp account."""
+    def check_number(self, phone_digits: str) -> str | None:
+        """The JID WhatsApp gives the number (``user@server``), or None if it has no account."""
         try:
             answers = self._require().is_on_whatsapp(phone_digits)
         except NotConnectedError:
             raise
         except Exception as error:
             raise SendError(str(error), transient=True) from error
-        return bool(answers) and bool(answers[0].IsIn)
+        return address_of(answers[0], phone_digits) if answers else None
 
     def logout(self) -> None:
         """Unlink this device from its account; ``TransportError`` if WhatsApp did not confirm."""
@@ -296,7 +300,7 @@ class NeonizeTransport:
             kind = _RECEIPT_KINDS.get(int(event.Type))
             if kind is not None:
                 ids = tuple(str(i) for i in event.MessageIDs)
-                self._emit(ReceiptReceived(ids, kind, float(event.Timestamp)))
+                self._emit(ReceiptReceived(ids, kind, epoch_seconds(event.Timestamp)))
 
         events.qr(on_qr)
         events(PairStatusEv)(on_pair)
@@ -310,11 +314,52 @@ class NeonizeTransport:
         events(LoggedOutEv)(lambda _, e: self._emit(LoggedOut(reason=str(e.Reason))))
         events(StreamReplacedEv)(lambda _, __: self._emit(StreamReplaced()))
         events(TemporaryBanEv)(
-            lambda _, e: self._emit(TemporarilyBanned(int(e.Code), float(e.Expire)))
+            lambda _, e: self._emit(TemporarilyBanned(int(e.Code), ban_seconds(e.Expire)))
         )
         events(ClientOutdatedEv)(
             lambda _, __: self._emit(ConnectFailed("client outdated", client_outdated=True))
         )
+
+
+def address_of(answer: Any, phone_digits: str) -> str | None:  # noqa: ANN401 - neonize's proto
+    """Where to send, from one ``is_on_whatsapp`` answer: its JID as ``user@server``.
+
+    None if the number has no account (``IsIn`` false). whatsmeow's
+    ``IsOnWhatsAppResponse.JID`` is the account's own JID, which need not be
+    built from the digits that were asked (a changed or ported number); only
+    an answer without a JID falls back to the digits at the user server.
+    """
+    if not answer.IsIn:
+        return None
+    jid = answer.JID
+    user, server = str(jid.User), str(jid.Server)
+    return f"{user}@{server}" if user and server else f"{phone_digits}@{_USER_SERVER}"
+
+
+def jid_of(address: str) -> Any:  # noqa: ANN401 - neonize's proto
+    """The JID proto of ``user@server`` (or of bare digits, at the user server)."""
+    user, _, server = address.partition("@")
+    return build_jid(user, server or _USER_SERVER)
+
+
+def epoch_seconds(stamp: object) -> float:
+    """A neonize time (``SendResponse``/``Receipt`` ``Timestamp``) as epoch seconds.
+
+    neonize encodes Go's ``time.Time`` with ``.Unix()`` (``EncodeSendResponse``,
+    ``EncodeReceipts`` in goneonize/utils/encoder.go): whole seconds, an int64.
+    Go's zero time (no time given) reads as now.
+    """
+    seconds = int(stamp)  # type: ignore[call-overload]
+    return float(seconds) if seconds > 0 else time.time()
+
+
+def ban_seconds(expire: object) -> float:
+    """``TemporaryBan.Expire`` as seconds from now: a duration, not a moment.
+
+    whatsmeow's ``events.TemporaryBan.Expire`` is a ``time.Duration``; neonize
+    encodes it as ``int64(ban.Expire.Seconds())`` (``EncodeTemporaryBan``).
+    """
+    return float(max(0, int(expire)))  # type: ignore[call-overload]
 
 
 def _own_account(client: Any) -> tuple[str, str]:  # noqa: ANN401 - neonize is untyped

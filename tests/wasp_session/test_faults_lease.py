@@ -198,6 +198,9 @@ def test_a_session_stopped_past_its_lease_sends_nothing_after_it_resumes(
     try:
         standby.wait_for_status(contract.STATUS_POD, "pod-b", timeout=15)
         standby.wait_for_phase("Connected", timeout=15)
+        # The lease was renewed a moment before the pause: the standby can take it
+        # a little under a TTL after it. Resume only once a whole TTL has passed.
+        time.sleep(max(0.0, TTL + 0.5 - (time.monotonic() - paused_at)))
     finally:
         os.killpg(first.process.pid, signal.SIGCONT)
     resumed_after = time.monotonic() - paused_at

@@ -159,7 +159,10 @@ def test_an_otp_is_sent_once_with_the_tenants_template(delivery: Delivery) -> No
 
 
 def test_the_worker_is_named_for_its_tenant(delivery: Delivery) -> None:
-    workers = delivery.redis.smembers(f"rq:workers:{contract.delivery_queue(TENANT)}")
+    key = f"rq:workers:{contract.delivery_queue(TENANT)}"
+    deadline = time.monotonic() + 10  # the worker registers itself as its thread starts
+    while not (workers := delivery.redis.smembers(key)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert workers
     assert all(str(key).startswith(f"rq:worker:{TENANT}.") for key in workers), workers
 

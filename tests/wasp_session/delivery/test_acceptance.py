@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from harness.bulk_otps import enqueue_many
 from harness.redis_server import RedisServer
 from harness.session_process import SessionProcess, new_auth_key, session_env
 from wasp import WaspClient, contract, queueing
@@ -148,28 +149,6 @@ def test_the_documented_plain_rq_snippet_delivers_an_otp_to_read(
     assert f'wasp_otp_queue_depth{{tenant="{TENANT}"}}' in metrics
 
 
-def _enqueue_many(raw_redis: redis.Redis, count: int) -> list[str]:
-    """Enqueue ``count`` OTPs with plain RQ (the fastest way an API can), codes unique."""
-    queue = queueing.otp_queue(raw_redis, TENANT)
-    ids = [f"bulk-{i:05d}" for i in range(count)]
-    for start in range(0, count, 500):
-        with raw_redis.pipeline() as pipe:
-            for message_id in ids[start : start + 500]:
-                queue.enqueue_call(
-                    contract.OTP_JOB_FUNCTION,
-                    kwargs={
-                        "phone": PHONE,
-                        "code": f"{int(message_id[5:]):06d}",
-                        "message_id": message_id,
-                        "ttl_seconds": 3600,
-                    },
-                    job_id=contract.job_id(TENANT, message_id),
-                    pipeline=pipe,
-                )
-            pipe.execute()
-    return ids
-
-
 BULK = 10_000
 FINAL = contract.FINAL_MESSAGE_STATES
 # Sends as fast as the worker goes; checkpoints of the auth state less often than
@@ -186,7 +165,7 @@ def test_ten_thousand_otps_all_reach_a_final_state_none_lost_none_twice(
     pod = Pod(redis_server, tmp_path, **BULK_ENV)
     try:
         pod.start(scan=True)
-        ids = _enqueue_many(raw_redis, BULK)
+        ids = enqueue_many(raw_redis, TENANT, PHONE, BULK)
         seen = wait_all(raw_redis, ids, FINAL, pod, timeout=170)
     finally:
         pod.stop()
@@ -203,7 +182,7 @@ def test_ten_thousand_otps_survive_two_sigkills_with_at_most_one_duplicate_per_c
     kills = 2
     try:
         pod.start(scan=True)
-        ids = _enqueue_many(raw_redis, BULK)
+        ids = enqueue_many(raw_redis, TENANT, PHONE, BULK)
         for kill in range(1, kills + 1):
             target = BULK * kill // (kills + 1)
             deadline = time.monotonic() + 120

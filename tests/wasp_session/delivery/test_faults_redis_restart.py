@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness.bulk_otps import enqueue_many
 from harness.redis_server import RedisServer
 from harness.session_process import SessionProcess
-from wasp import contract, queueing
+from wasp import contract
 
 pytestmark = pytest.mark.faults
 
@@ -58,28 +59,6 @@ def redis_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Red
         yield server
     finally:
         server.stop()
-
-
-def _enqueue_many(client: redis.Redis, count: int) -> list[str]:
-    """Enqueue ``count`` OTPs with plain RQ (as test_acceptance.py), codes unique."""
-    queue = queueing.otp_queue(client, TENANT)
-    ids = [f"bulk-{i:05d}" for i in range(count)]
-    for start in range(0, count, 500):
-        with client.pipeline() as pipe:
-            for message_id in ids[start : start + 500]:
-                queue.enqueue_call(
-                    contract.OTP_JOB_FUNCTION,
-                    kwargs={
-                        "phone": PHONE,
-                        "code": f"{int(message_id[5:]):06d}",
-                        "message_id": message_id,
-                        "ttl_seconds": 3600,
-                    },
-                    job_id=contract.job_id(TENANT, message_id),
-                    pipeline=pipe,
-                )
-            pipe.execute()
-    return ids
 
 
 def _states(client: redis.Redis, ids: list[str]) -> list[str | None]:
@@ -123,7 +102,7 @@ def _run_with_restart(
     pod.wait_for_phase("Connected", timeout=30)
     client = redis_server.client()
     try:
-        ids = _enqueue_many(client, count)
+        ids = enqueue_many(client, TENANT, PHONE, count)
         pod.wait_for(lambda: _sent_so_far(client) >= count // 3, "a third sent", timeout=120)
         redis_server.restart(snapshot=False, kill=kill, down_seconds=DOWN_SECONDS)
         client.close()

@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from harness import image, node_cleanup
@@ -50,20 +49,11 @@ def stop_supervisor(folder: Folder) -> int | None:
 
 def demo_processes(folder: Folder) -> list[str]:
     """Processes that name the demo folder (servers, containerd shims), but this one."""
-    own = f"{os.getpid()} "
-    return [line for line in _processes_naming(folder.root) if not line.startswith(own)]
-
-
-def _processes_naming(path: Path) -> Iterator[str]:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(path) in cmdline:
-            yield f"{proc.name} {cmdline.strip()}"
+    return [
+        f"{pid} {cmdline.strip()}"
+        for pid, cmdline in node_cleanup.command_lines_naming(folder.root)
+        if pid != os.getpid()
+    ]
 
 
 def demo_mounts(folder: Folder) -> list[str]:

@@ -198,6 +198,11 @@ def _kill(pid: int) -> None:
 
 def processes_naming(path: Path) -> list[str]:
     """Command lines of running processes that name ``path`` (a node's shims name its socket)."""
+    return [cmdline for _, cmdline in command_lines_naming(path)]
+
+
+def command_lines_naming(path: Path) -> list[tuple[int, str]]:
+    """(pid, command line) of each running process whose command line names ``path``."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -207,7 +212,7 @@ def processes_naming(path: Path) -> list[str]:
         except OSError:
             continue
         if str(path) in cmdline:
-            found.append(cmdline)
+            found.append((int(proc.name), cmdline))
     return found
 
 

@@ -289,13 +289,7 @@ class WaspCluster:
         return self.secret_value(credentials["secretName"], contract.REDIS_SECRET_URL_KEY)
 
     def _get(self, kind: str, name: str) -> dict[str, Any] | None:
-        result = self.kubectl("get", kind, name, "-n", TENANTS_NAMESPACE, "-o", "json", check=False)
-        if result.returncode != 0:
-            if "NotFound" in result.stderr:
-                return None
-            raise AssertionError(result.stderr)
-        found: dict[str, Any] = json.loads(result.stdout)
-        return found
+        return operator_process.get(self.plane, TENANTS_NAMESPACE, kind, name)
 
     # -- teardown --------------------------------------------------------------
     def stop(self) -> None:

@@ -149,6 +149,12 @@ def forget_dockerd() -> None:
     dockerd_record().unlink(missing_ok=True)
 
 
+#: The dockerd started here. It outlives this process on purpose (later runs
+#: reuse it); holding the handle keeps Python from warning, when it is
+#: collected, that the process still runs.
+_STARTED_DOCKERD: list[subprocess.Popen[bytes]] = []
+
+
 def ensure_docker(timeout: float = 60.0) -> None:
     """Start dockerd in the background unless an engine already answers."""
     if docker_answers():
@@ -167,6 +173,7 @@ def ensure_docker(timeout: float = 60.0) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    _STARTED_DOCKERD.append(started)
     dockerd_record().write_text(f"{started.pid} {start_time(started.pid)}\n", encoding="ascii")
     deadline = time.monotonic() + timeout
     while not docker_answers():

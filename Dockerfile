@@ -5,7 +5,8 @@
 #   docker build -t ghcr.io/wasp-dev/wasp:0.1.0.dev0 .
 #
 # Dependencies come from uv.lock, exactly (--frozen: a lock that does not
-# match pyproject.toml fails the build), with the operator and session extras.
+# match pyproject.toml fails the build), with every extra (the kubectl extra adds
+# nothing the operator extra lacks).
 # The bases are pinned to a precise version (Python 3.11.7 on Debian bookworm,
 # uv 0.13.9); `make image` builds the same file with locally made stand-ins of
 # both bases (tests/harness/image.py), so it needs no image registry.
@@ -28,14 +29,14 @@ WORKDIR /src
 
 # The locked dependencies first: this layer is rebuilt only when the lock changes.
 COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --extra operator --extra session --no-install-project
+RUN uv sync --frozen --no-dev --extra operator --extra session --extra kubectl --no-install-project
 
 # Then wasp itself, built as a wheel and installed (not editable) into /opt/wasp.
 COPY README.md ./
 COPY src/ src/
 COPY operator/src/ operator/src/
 COPY session-pod/src/ session-pod/src/
-RUN uv sync --frozen --no-dev --extra operator --extra session --no-editable
+RUN uv sync --frozen --no-dev --extra operator --extra session --extra kubectl --no-editable
 
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE}

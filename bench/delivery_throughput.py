@@ -3,12 +3,17 @@
 Starts private redis-servers and real ``wasp-session`` processes with the
 simulator transport (the harness under ``tests/``), then measures:
 
-1. bare RQ: ``SimpleWorker`` running no-op jobs (``os.getpid``), jobs/s;
+1. bare RQ: ``SimpleWorker`` running no-op jobs (``os.getpid``), jobs/s,
+   once a round (the median is the baseline: on a shared machine the load
+   moves from one minute to the next);
 2. wasp: OTP jobs (JSON, job ids ``<tenant>_<message id>``) through the
    session's worker into the simulator's outbox, jobs/s (first to last outbox
    timestamp), and the ratio to bare RQ;
 3. latency: OTPs enqueued at a fixed rate, p50/p99 from the job's creation
    to WhatsApp's acknowledgement (the message's ``sent_at``);
+
+4. Redis commands per OTP the session sends (``MONITOR``, on its own
+   server after the rest: a script is one command, its inner calls uncounted);
 
 and 2 and 3 twice, each time on a fresh redis-server: once with everyone
 on the admin connection ("no ACLs"), once as in a cluster ("ACLs"): the
@@ -23,12 +28,14 @@ Run: ``.venv/bin/python bench/delivery_throughput.py [--jobs 3000] [--rate 20]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import secrets
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +50,7 @@ from wasp import contract, queueing, redis_acl
 from wasp.timestamps import parse_timestamp
 
 TENANT = "bench"
+BENCH_CLIENT = "wasp-bench"  # the bench's own connections: not counted
 PHONE = "+4915112345678"
 SESSION_ENV = {
     contract.ENV_RATE_PER_MINUTE: "10000000",
@@ -141,6 +149,68 @@ def latency(connection: redis.Redis, rate: float, seconds: float) -> tuple[float
     return quantiles[49], quantiles[98], count
 
 
+@contextlib.contextmanager
+def connected_session(server_url: str, directory: Path) -> Iterator[SessionProcess]:
+    """A ``wasp-session`` on ``server_url``, paired and Connected, stopped on exit."""
+    env = session_env(TENANT, server_url, directory / "pod", **SESSION_ENV)
+    with SessionProcess(env, directory / "pod.log") as pod:
+        pod.wait_for_phase("AwaitingPairing")
+        pod.simulate("scan")
+        pod.wait_for_phase("Connected", timeout=30)
+        yield pod
+
+
+def commands_per_otp(directory: Path, otps: int) -> float:
+    """Redis commands the session sends per OTP, its receipts included (``MONITOR``).
+
+    Commands run inside Lua scripts are not counted (each script is one call),
+    nor the bench's own; the session's idle polling, measured for a second
+    first, is taken off. Redis 7.0 counts no commands per client, and its
+    ``INFO`` counters include the scripts' inner calls, so ``MONITOR`` it is.
+    """
+    server = RedisServer(directory / "redis")
+    try:
+        with connected_session(server.url, directory):
+            api = redis.Redis.from_url(server.url, client_name=BENCH_CLIENT)
+            with api.monitor() as monitor:  # type: ignore[no-untyped-call]
+                api.echo("idle-start")
+                time.sleep(1.0)
+                api.echo("idle-end")
+                queue = queueing.otp_queue(api, TENANT)
+                with api.pipeline() as pipe:
+                    for i in range(otps):
+                        enqueue(queue, f"count-{i}", f"{i:06d}", pipe)
+                    pipe.execute()
+                start = time.monotonic()
+                wait_outbox(api, otps, timeout=600)
+                time.sleep(1.0)  # the last receipts (delivered, read) come after the send
+                elapsed = time.monotonic() - start
+                api.echo("end")
+                own = {
+                    str(client["addr"])
+                    for client in api.client_list()
+                    if client.get("name") == BENCH_CLIENT
+                }
+                counts = {"idle-start": 0, "idle-end": 0, "end": 0}
+                total = 0
+                while True:
+                    seen = monitor.next_command()
+                    address = f"{seen['client_address']}:{seen['client_port']}"
+                    if address in own:
+                        mark = seen["command"].removeprefix("ECHO ")
+                        if mark in counts:
+                            counts[mark] = total
+                            if mark == "end":
+                                break
+                    elif seen["client_type"] != "lua":
+                        total += 1
+            api.close()
+    finally:
+        server.stop()
+    idle_per_second = counts["idle-end"] - counts["idle-start"]  # over one second
+    return float(counts["end"] - counts["idle-end"] - idle_per_second * elapsed) / otps
+
+
 def tenant_urls(server: RedisServer) -> tuple[str, str]:
     """The session's and the API's Redis URLs as the tenant's own ACL users (made here)."""
     admin = redis.Redis.from_url(server.url)
@@ -163,11 +233,7 @@ def measure(directory: Path, args: argparse.Namespace, *, acls: bool) -> Figures
     server = RedisServer(directory / "redis", password=secrets.token_hex(16) if acls else None)
     try:
         session_url, api_url = tenant_urls(server) if acls else (server.url, server.url)
-        env = session_env(TENANT, session_url, directory / "pod", **SESSION_ENV)
-        with SessionProcess(env, directory / "pod.log") as pod:
-            pod.wait_for_phase("AwaitingPairing")
-            pod.simulate("scan")
-            pod.wait_for_phase("Connected", timeout=30)
+        with connected_session(session_url, directory):
             api = redis.Redis.from_url(api_url)
             throughput = otp_throughput(api, args.jobs)
             p50, p99, count = latency(api, args.rate, args.seconds)
@@ -184,19 +250,25 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="OTPs a second for latency")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency run")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each configuration")
+    parser.add_argument(
+        "--count", type=int, default=200, help="OTPs for the command count (0: skip it)"
+    )
     args = parser.parse_args()
     runs: dict[bool, list[Figures]] = {False: [], True: []}
     with tempfile.TemporaryDirectory(prefix="wasp-bench-") as tmp:
         directory = Path(tmp)
-        baseline = bare_rq(directory, args.jobs)
+        baselines = []
         for round_number in range(args.rounds):
+            baselines.append(bare_rq(directory / f"round-{round_number}-bare", args.jobs))
             order = (False, True) if round_number % 2 == 0 else (True, False)
             for acls in order:
                 run = directory / f"round-{round_number}-{'acl' if acls else 'open'}"
                 runs[acls].append(measure(run, args, acls=acls))
+        commands = commands_per_otp(directory / "count", args.count) if args.count else None
+    baseline = statistics.median(baselines)
 
     def median(acls: bool, field: str) -> float:  # noqa: FBT001 - a local helper, by position
-        return statistics.median(getattr(figures, field) for figures in runs[acls])
+        return float(statistics.median(getattr(figures, field) for figures in runs[acls]))
 
     print(f"bare RQ SimpleWorker, no-op jobs:        {baseline:8.1f} jobs/s")
     for acls, label in ((False, "no ACLs"), (True, "ACLs (tenant users)")):
@@ -213,7 +285,14 @@ def main() -> None:
             f"enqueue->sent latency at {args.rate:g}/s ({count} OTPs), {label + ':':8s} "
             f"p50 {median(acls, 'p50') * 1000:6.1f} ms, p99 {median(acls, 'p99') * 1000:6.1f} ms"
         )
+    if commands is not None:
+        print(
+            f"Redis commands per OTP from the session:  {commands:8.1f}"
+            f"   (MONITOR, {args.count} OTPs; inside Lua scripts not counted)"
+        )
     if args.rounds > 1:
+        each = ", ".join(f"{figure:.1f}" for figure in baselines)
+        print(f"bare RQ of each round: {each} jobs/s")
         for acls, label in ((False, "no ACLs"), (True, "ACLs")):
             each = ", ".join(f"{figures.throughput:.1f}" for figures in runs[acls])
             print(f"throughput of each round, {label}: {each} jobs/s")

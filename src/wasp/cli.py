@@ -1,8 +1,10 @@
-"""The ``wasp`` command line (also the kubectl plugin ``kubectl-wasp``).
+"""The ``wasp`` command line: Redis-direct, for users outside Kubernetes.
 
 Owns argument parsing, rendering (text, JSON, terminal QR codes with segno)
 and the error contract: any failure is one readable line on stderr and a
 non-zero exit code, never a traceback. The work is done by ``WaspClient``.
+The kubectl plugin (``wasp_kubectl``) reuses the rendering; it finds the
+Redis and the credential through the API server instead.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ _DESCRIPTION = """\
 Send OTPs through wasp and follow tenants' WhatsApp sessions.
 
 Every command talks to the Redis that the tenant's session pod uses: pass
---redis-url or set WASP_REDIS_URL. As a kubectl plugin (kubectl wasp ...),
-a SESSION argument is the WhatsAppSession's tenant id (by default its name).
+--redis-url or set WASP_REDIS_URL. A SESSION argument is the tenant id
+(spec.tenantId of the WhatsAppSession, by default its name). In a cluster,
+`kubectl wasp` finds all of that through the kubeconfig instead.
 """
 
 _EPILOG = """\
@@ -46,7 +49,7 @@ examples:
   wasp status acme
   wasp status acme 3f2b9c1e0d6a4b5c
   wasp qr acme
-  kubectl wasp pair acme
+  wasp pair acme
   wasp pair acme --new-account
 """
 
@@ -66,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Redis of the sessions, e.g. redis://localhost:6379/0 "
         f"(default: ${contract.ENV_REDIS_URL})",
     )
-    # Also after the command (`kubectl wasp pair acme --redis-url ...`), as users type it.
+    # Also after the command (`wasp pair acme --redis-url ...`), as users type it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--redis-url", default=argparse.SUPPRESS, help="Redis of the sessions (as above)"
@@ -152,23 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------- rendering
-def _plain(value: object) -> object:
+def plain(value: object) -> object:
+    """``value`` fit for JSON: datetimes as RFC 3339 text, dicts with text keys."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return value
 
 
-def _print_fields(fields: dict[str, Any], out: TextIO) -> None:
+def print_fields(fields: dict[str, Any], out: TextIO) -> None:
+    """Write ``name: value`` lines (``name.sub: value`` for dicts), leaving out empty values."""
     lines: list[str] = []
     for name, value in fields.items():
         if value in (None, "", {}):
             continue
         if isinstance(value, dict):
-            lines.extend(f"{name}.{sub}: {_plain(v)}" for sub, v in value.items())
+            lines.extend(f"{name}.{sub}: {plain(v)}" for sub, v in value.items())
         else:
-            lines.append(f"{name}: {_plain(value)}")
+            lines.append(f"{name}: {plain(value)}")
     out.writelines(line + "\n" for line in lines)
 
 
@@ -202,7 +207,7 @@ def _send(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"{message_id}\n")
     if args.wait:
         status = client.wait_for(message_id, args.wait, timeout=args.timeout)
-        _print_fields(asdict(status), out)
+        print_fields(asdict(status), out)
         if status.state == "failed":
             return EXIT_ERROR
     return EXIT_OK
@@ -215,9 +220,9 @@ def _status(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
         fields = asdict(client.session_status())
         fields.pop("fields", None)
     if args.json:
-        out.write(json.dumps(_plain(fields), sort_keys=True) + "\n")
+        out.write(json.dumps(plain(fields), sort_keys=True) + "\n")
     else:
-        _print_fields(fields, out)
+        print_fields(fields, out)
     return EXIT_OK
 
 
@@ -287,5 +292,5 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``wasp`` and ``kubectl-wasp``."""
+    """Entry point of ``wasp``."""
     raise SystemExit(run(argv))

@@ -332,3 +332,44 @@ class WaspClient:
         """Ask the session to start pairing again (after ``PairingExpired``)."""
         self._redis.rpush(contract.control_key(self.tenant), contract.CONTROL_PAIR)
         self._log.info("pairing_requested")
+
+    def request_logout(self) -> None:
+        """Ask the session to unlink its device from the account (it then pairs again)."""
+        self._redis.rpush(contract.control_key(self.tenant), contract.CONTROL_LOGOUT)
+        self._log.info("logout_requested")
+
+    # ------------------------------------------------------------ recent messages
+    def recent_messages(self, limit: int = 20) -> list[MessageStatus]:
+        """The tenant's messages whose RQ jobs still live, newest first, at most ``limit``.
+
+        Read from the tenant's queue and RQ's registries of it (a job lives
+        its OTP's TTL + ``queueing.JOB_LIFETIME_MARGIN_SECONDS``), never with
+        ``SCAN``: the tenant API's Redis user may not list keys.
+        """
+        if limit <= 0:
+            return []
+        queue = queueing.otp_queue(self._rq, self.tenant)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.lrange(queue.key, -limit, -1)
+        for registry in (
+            queue.started_job_registry,
+            queue.finished_job_registry,
+            queue.failed_job_registry,
+            queue.canceled_job_registry,
+        ):
+            pipe.zrange(registry.key, -limit, -1)
+        ids: set[str] = set()
+        for entries in pipe.execute():
+            for entry in entries:
+                job = (entry.decode() if isinstance(entry, bytes) else str(entry)).split(":")[0]
+                message_id = contract.message_id_of_job(self.tenant, job)
+                if message_id is not None:
+                    ids.add(message_id)
+        found: list[MessageStatus] = []
+        for message_id in sorted(ids):
+            try:
+                found.append(self.message_status(message_id))
+            except MessageNotFoundError:
+                continue  # its job ended since the listing
+        found.sort(key=lambda status: status.created_at or utc_now(), reverse=True)
+        return found[:limit]

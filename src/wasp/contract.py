@@ -186,6 +186,20 @@ def simulator_receipts_key(tenant: str) -> str:
     return f"wasp:{tenant}:sim:receipts"
 
 
+def simulator_timelock_key(tenant: str) -> str:
+    """String ``1`` while the simulated WhatsApp holds the account's 463 timelock."""
+    return f"wasp:{tenant}:sim:timelock"
+
+
+def simulator_linked_key(tenant: str) -> str:
+    """Set of the device JIDs the simulated phones list as linked (a scan adds, a logout removes).
+
+    WhatsApp's record, not the session's: deleting the session leaves it, so
+    a device left linked shows (as a dead device in a real phone's list).
+    """
+    return f"wasp:{tenant}:sim:linked"
+
+
 # Fields of the status hash (``status_key``). The events channel carries the
 # whole hash as one JSON object after every change, so a reader needs only the
 # latest message (or the hash itself) to know the session's state.
@@ -208,6 +222,10 @@ STATUS_POD: Final = "pod"  # hostname of the pod that wrote the status
 STATUS_LEASE_HELD: Final = "lease_held"  # "1" when this pod holds the lease
 STATUS_HEARTBEAT: Final = "heartbeat"  # RFC 3339 UTC, refreshed while the pod lives
 STATUS_UPDATED_AT: Final = "updated_at"  # RFC 3339 UTC of the last phase change
+# The generation of the auth snapshot the lease holder last wrote or restored ("0": none),
+# written after each restore and checkpoint: the operator keeps the highest one it saw in the
+# resource's status (etcd is not rolled back with Redis) and reports one that went back.
+STATUS_AUTH_GENERATION: Final = "auth_generation"
 
 # Fields of a message hash (``message_key``).
 MESSAGE_STATE: Final = "state"
@@ -241,6 +259,8 @@ OTP_JOB_FUNCTION: Final = "wasp_session.jobs.send_otp"
 
 # Commands on ``control_key``.
 CONTROL_PAIR: Final = "pair"  # re-arm pairing after PairingExpired
+CONTROL_LOGOUT: Final = "logout"  # unlink the device from the account (then pair again)
+CONTROL_UNLINK: Final = "unlink"  # log out and stay out: no new pairing (the session goes)
 
 
 # --------------------------------------------------------------------------
@@ -289,6 +309,10 @@ AUTH_SECRET_KEY: Final = "key"  # noqa: S105 - data key of the per-session auth 
 DEFAULT_REDIS_SECRET: Final = "wasp-redis"  # noqa: S105 - a Secret name, no password
 DEFAULT_REDIS_SECRET_KEY: Final = "url"  # noqa: S105 - its key holding the Redis URL
 PEERING_NAME: Final = "wasp-operator"  # kopf peering object of the operator's replicas
+PEERING_GROUP: Final = "zalando.org"  # kopf's peering resources (crds/kopf-peering.yaml)
+PEERING_VERSION: Final = "v1"
+PEERING_PLURAL: Final = "kopfpeerings"  # one per watched namespace
+CLUSTER_PEERING_PLURAL: Final = "clusterkopfpeerings"  # one, when every namespace is watched
 
 CONDITION_READY: Final = "Ready"
 CONDITION_PAIRED: Final = "Paired"
@@ -453,6 +477,10 @@ REASON_IMAGE_NOT_ALLOWED: Final = "ImageNotAllowed"  # podTemplate.image not in 
 
 # A session refuses a Redis whose maxmemory-policy may evict keys (wasp_session.redis_policy).
 REASON_REDIS_EVICTION_POLICY: Final = "RedisEvictionPolicy"
+# Redis held older auth state than the session had written (restored from an old snapshot):
+# the session wrote its newer state back (wasp_session.rollback), or, when no pod had newer
+# state, the operator found the generation gone back (wasp_operator.auth_mark).
+REASON_REDIS_ROLLED_BACK: Final = "RedisRolledBack"
 
 # The operator's settings for isolation.
 ENV_OPERATOR_SESSION_IMAGES: Final = "WASP_OPERATOR_SESSION_IMAGES"  # allowlist, comma-separated
@@ -489,6 +517,7 @@ def keys_deleted_with_session(tenant: str) -> tuple[str, ...]:
         simulator_outbox_key(tenant),
         simulator_absent_key(tenant),
         simulator_receipts_key(tenant),
+        simulator_timelock_key(tenant),
         account_key(tenant),
         owner_key(tenant),  # last: until it goes, no other resource can take the tenant
     )

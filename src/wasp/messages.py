@@ -32,7 +32,9 @@ __all__ = [
     "MessageState",
     "MessageStatus",
     "MessageStore",
+    "Start",
     "decode_reply",
+    "decode_start",
     "is_past",
     "parse_message",
 ]
@@ -52,39 +54,98 @@ FailureReason: TypeAlias = Literal[
 # Forward order of the states; ``failed`` may follow only states before ``sent``.
 _RANK: Final[dict[str, int]] = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4}
 
-# KEYS: message hash. ARGV: new state, now, retention seconds, channel, message id,
-# state field, updated-at field, message-id field, must-exist ("1"/"0"),
-# then field/value pairs to set alongside.
-_TRANSITION = """
+# Every script below opens with this: ARGV[1..6] are the retention seconds, the
+# change channel, and the state, updated-at, message-id and created-at field names.
+# ``move`` moves the message at ``key`` (id ``id``) to ``new`` at ``now`` with the
+# field/value pairs ARGV[first..last], if that goes forward; it returns whether it did.
+_MOVE: Final = """
 local rank = {queued = 0, sending = 1, sent = 2, delivered = 3, read = 4}
-local new, now, retention, channel, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local state_field, updated_field, id_field, must_exist = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local current = redis.call('HGET', KEYS[1], state_field)
-local allowed
-if not current then
-  allowed = must_exist ~= '1'
-elseif current == 'failed' then
-  allowed = false
-elseif new == 'failed' then
-  allowed = rank[current] < rank['sent']
-elseif new == current then
-  allowed = new == 'sending'
-else
-  allowed = rank[new] > rank[current]
+local retention, channel = ARGV[1], ARGV[2]
+local state_field, updated_field, id_field, created_field = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local function move(key, id, new, now, must_exist, first, last)
+  local current = redis.call('HGET', key, state_field)
+  local allowed
+  if not current then
+    allowed = not must_exist
+  elseif current == 'failed' then
+    allowed = false
+  elseif new == 'failed' then
+    allowed = rank[current] < rank['sent']
+  elseif new == current then
+    allowed = new == 'sending'
+  else
+    allowed = rank[new] > rank[current]
+  end
+  if not allowed then
+    return false
+  end
+  local event = {message_id = id, state = new, at = now}
+  local fields = {state_field, new, new .. '_at', now, updated_field, now, id_field, id}
+  for i = first, last, 2 do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+    event[ARGV[i]] = ARGV[i + 1]
+  end
+  redis.call('HSET', key, unpack(fields))
+  redis.call('EXPIRE', key, retention)
+  redis.call('PUBLISH', channel, cjson.encode(event))
+  return true
 end
-if not allowed then
-  return {0, redis.call('HGETALL', KEYS[1])}
-end
-local event = {message_id = id, state = new, at = now}
-redis.call('HSET', KEYS[1], state_field, new, new .. '_at', now, updated_field, now, id_field, id)
-for i = 10, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  event[ARGV[i]] = ARGV[i + 1]
-end
-redis.call('EXPIRE', KEYS[1], retention)
-redis.call('PUBLISH', channel, cjson.encode(event))
-return {1, redis.call('HGETALL', KEYS[1])}
 """
+# KEYS: message hash. ARGV[7..]: message id, new state, now, must-exist ("1"/"0"),
+# reply with the hash ("1"/"0"), then field/value pairs to set alongside.
+_TRANSITION: Final = (
+    _MOVE
+    + """
+local moved = move(KEYS[1], ARGV[7], ARGV[8], ARGV[9], ARGV[10] == '1', 12, #ARGV)
+local fields = {}
+if ARGV[11] == '1' then
+  fields = redis.call('HGETALL', KEYS[1])
+end
+return {moved and 1 or 0, fields}
+"""
+)
+# KEYS: a key holding a message id (an index). ARGV[7..]: the message key without the
+# id, new state, now. The message's key is made here from the id the index holds
+# (one Redis, never a cluster: docs/redis.md). Replies {moved, message id}, or
+# {0, false} when the index does not exist.
+_TRANSITION_REFERENCED: Final = (
+    _MOVE
+    + """
+local id = redis.call('GET', KEYS[1])
+if not id then
+  return {0, false}
+end
+local moved = move(ARGV[7] .. id, id, ARGV[8], ARGV[9], true, 10, 9)
+return {moved and 1 or 0, id}
+"""
+)
+# KEYS: message hash. ARGV[7..]: message id, created at, the earliest creation time
+# whose TTL has not ended (now minus the TTL), now, the number n of creation
+# field/value pairs, those pairs, then the field/value pairs of ``sending``. Creates
+# the message as ``queued`` at its creation time unless it exists, then moves it to
+# ``sending`` if it is pending and its TTL, counted from its first creation, has not
+# ended (timestamps compare as strings: one fixed format). Replies {moved to sending,
+# state, created at}.
+_START: Final = (
+    _MOVE
+    + """
+local id, created_at, earliest, now = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local last_creation = 12 + 2 * tonumber(ARGV[11]) - 1
+move(KEYS[1], id, 'queued', created_at, false, 12, last_creation)
+local state = redis.call('HGET', KEYS[1], state_field)
+local first_created = redis.call('HGET', KEYS[1], created_field)
+local live = not first_created or first_created > earliest
+local started = false
+if live and (state == 'queued' or state == 'sending') then
+  started = move(KEYS[1], id, 'sending', now, true, last_creation + 1, #ARGV)
+  if started then
+    state = 'sending'
+  end
+end
+return {started and 1 or 0, state, first_created}
+"""
+)
 
 
 def _text(value: object) -> str:
@@ -157,6 +218,19 @@ def parse_message(message_id: str, fields: Mapping[str, str]) -> MessageStatus:
     )
 
 
+@dataclass(frozen=True)
+class Start:
+    """What ``MessageStore.start_in`` found: whether the message is now ``sending``.
+
+    When it is not, ``state`` and ``created_at`` say why: it is past sending
+    (``state``), or its TTL, counted from its first creation (``created_at``), ended.
+    """
+
+    sending: bool
+    state: MessageState
+    created_at: datetime | None
+
+
 class MessageStore:
     """The message hashes of one tenant."""
 
@@ -165,6 +239,16 @@ class MessageStore:
         self._client = client
         self.tenant = tenant
         self._script = client.register_script(_TRANSITION)
+        self._referenced = client.register_script(_TRANSITION_REFERENCED)
+        self._start = client.register_script(_START)
+        self._header = [
+            str(contract.MESSAGE_RETENTION_SECONDS),
+            contract.receipts_channel(tenant),
+            contract.MESSAGE_STATE,
+            contract.MESSAGE_UPDATED_AT,
+            contract.MESSAGE_ID,
+            contract.MESSAGE_CREATED_AT,
+        ]
 
     def get(self, message_id: str) -> MessageStatus | None:
         """The message's status, or ``None`` if no hash exists."""
@@ -227,14 +311,26 @@ class MessageStore:
         ``must_exist`` refuses to create a hash that is not there (receipts for
         messages that already expired from Redis).
         """
-        args = self._arguments(message_id, state, extra, at, must_exist=must_exist)
-        return self._transition(message_id, args)
-
-    def _transition(self, message_id: str, args: list[str]) -> bool:
+        args = self._arguments(message_id, state, extra, at, must_exist=must_exist, read=False)
         moved, _fields = self._run(message_id, args)
         return moved
 
-    def _arguments(
+    def transition_referenced(
+        self, index_key: str, state: MessageState, *, at: datetime | None = None
+    ) -> tuple[bool, str | None]:
+        """Move the message whose id ``index_key`` holds to ``state``, if it exists.
+
+        One round trip for an index lookup and the move (a receipt names the
+        WhatsApp id, ``contract.whatsapp_id_key`` maps it back). Returns whether
+        it moved and the message id, or ``(False, None)`` when the index is absent.
+        """
+        prefix = contract.message_key(self.tenant, "")
+        args = [*self._header, prefix, state, format_timestamp(at or utc_now())]
+        reply = cast("list[Any]", self._referenced(keys=[index_key], args=args))
+        message_id = None if reply[1] is None else _text(reply[1])
+        return bool(int(reply[0])), message_id
+
+    def _arguments(  # noqa: PLR0913 - the script's arguments, each named
         self,
         message_id: str,
         state: str,
@@ -242,17 +338,15 @@ class MessageStore:
         at: datetime | None,
         *,
         must_exist: bool,
+        read: bool,
     ) -> list[str]:
         args: list[str] = [
+            *self._header,
+            message_id,
             state,
             format_timestamp(at or utc_now()),
-            str(contract.MESSAGE_RETENTION_SECONDS),
-            contract.receipts_channel(self.tenant),
-            message_id,
-            contract.MESSAGE_STATE,
-            contract.MESSAGE_UPDATED_AT,
-            contract.MESSAGE_ID,
             "1" if must_exist else "0",
+            "1" if read else "0",
         ]
         for name, value in (extra or {}).items():
             args.extend((name, value))
@@ -267,9 +361,8 @@ class MessageStore:
         at: datetime | None = None,
     ) -> tuple[bool, MessageStatus]:
         """Like ``transition``, and return the message as it is afterwards (one round trip)."""
-        moved, fields = self._run(
-            message_id, self._arguments(message_id, state, extra, at, must_exist=False)
-        )
+        args = self._arguments(message_id, state, extra, at, must_exist=False, read=True)
+        moved, fields = self._run(message_id, args)
         return moved, parse_message(message_id, fields)
 
     def transition_in(
@@ -279,13 +372,45 @@ class MessageStore:
         state: MessageState,
         extra: Mapping[str, str] | None = None,
     ) -> None:
-        """Queue a ``transition`` on ``pipe`` (its reply: ``[moved, hash]``)."""
-        args = self._arguments(message_id, state, extra, None, must_exist=False)
+        """Queue a ``transition`` on ``pipe`` (its reply, to ``decode_reply``: whether it moved)."""
+        args = self._arguments(message_id, state, extra, None, must_exist=False, read=False)
         pipe.evalsha(self._script.sha, 1, self.key(message_id), *args)
 
+    def start_in(  # noqa: PLR0913 - the creation and the move, in one call
+        self,
+        pipe: redis.client.Pipeline,
+        message_id: str,
+        *,
+        created_at: datetime,
+        expires_at: datetime,
+        earliest_live: datetime,
+        fields: Mapping[str, str],
+    ) -> None:
+        """Queue on ``pipe``: ``create`` (as ``queued``), then ``transition`` to ``sending``.
+
+        The move happens only if the message is pending and created after
+        ``earliest_live`` (now minus its TTL: enqueued twice, its TTL counts
+        from the first time). Both changes are published, as two transitions
+        would. Its reply, to ``decode_start``: a ``Start``.
+        """
+        creation = self._creation(None, created_at, expires_at)
+        args: list[str] = [
+            *self._header,
+            message_id,
+            format_timestamp(created_at),
+            format_timestamp(earliest_live),
+            format_timestamp(utc_now()),
+            str(len(creation)),
+        ]
+        for pairs in (creation, fields):
+            for name, value in pairs.items():
+                args.extend((name, value))
+        pipe.evalsha(self._start.sha, 1, self.key(message_id), *args)
+
     def ensure_loaded(self) -> None:
-        """Load the script into Redis (``transition_in`` uses it by its hash)."""
+        """Load the scripts into Redis (``transition_in`` and ``start_in`` use them by hash)."""
         self._client.script_load(_TRANSITION)
+        self._client.script_load(_START)
 
     def _run(self, message_id: str, args: list[str]) -> tuple[bool, dict[str, str]]:
         reply = cast("list[Any]", self._script(keys=[self.key(message_id)], args=args))
@@ -301,6 +426,16 @@ class MessageStore:
         """Move the message to ``failed`` with ``reason`` and a human sentence."""
         fields = {contract.MESSAGE_REASON: reason, contract.MESSAGE_ERROR: error, **(extra or {})}
         return self.transition(message_id, "failed", fields)
+
+
+def decode_start(reply: list[Any]) -> Start:
+    """The start script's reply (``MessageStore.start_in``) as a ``Start``."""
+    created = None if reply[2] is None else parse_timestamp(_text(reply[2]))
+    return Start(
+        sending=bool(int(reply[0])),
+        state=cast("MessageState", _text(reply[1])),
+        created_at=created,
+    )
 
 
 def decode_reply(reply: list[Any]) -> tuple[bool, dict[str, str]]:

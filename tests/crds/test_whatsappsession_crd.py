@@ -104,6 +104,16 @@ def apply(plane: ControlPlane, namespace: str, manifest: str) -> tuple[int, str]
             ["spec.tenantId", "should match"],
             id="tenant-not-dns-label",
         ),
+        pytest.param(
+            {"unlinkOnDelete": "false"},
+            ["spec.unlinkOnDelete", "must be of type boolean"],
+            id="unlink-on-delete-a-string",
+        ),
+        pytest.param(
+            {"unlinkOnDelete": 0},
+            ["spec.unlinkOnDelete", "must be of type boolean"],
+            id="unlink-on-delete-a-number",
+        ),
     ],
 )
 def test_a_bad_session_is_refused_with_what_to_fix(
@@ -150,6 +160,7 @@ def test_defaults_fill_a_minimal_session(control_plane: ControlPlane, namespace:
     assert served["spec"] == {
         "transport": "neonize",
         "suspend": False,
+        "unlinkOnDelete": True,
         "pairing": {"method": "QR", "exposeInStatus": True, "maxWindows": 3},
         "delivery": {
             "messageTemplate": "Your code is {code}. It expires in {minutes} minutes.",

@@ -10,8 +10,10 @@ would (``get``, ``apply``) and to poll for a state (``eventually``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 import urllib.error
@@ -104,6 +106,12 @@ class OperatorProcess:
     def stop(self) -> None:
         """SIGTERM, as Kubernetes stops it; SIGKILL if it lingers."""
         self.process.stop(grace=20.0)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed node or the OOM killer ends it: no word to its peers."""
+        with contextlib.suppress(ProcessLookupError):  # it died on its own meanwhile
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.popen.wait()
 
 
 def get(plane: ControlPlane, namespace: str, *what: str) -> dict[str, Any] | None:

@@ -7,6 +7,9 @@ and starts it again on the same port with the data it had (an RDB snapshot
 taken just before; or, with AOF, only what it persisted itself, also after a
 SIGKILL), but, as after any real restart or failover to a replica
 without an ACL file, with none of the ACL users made at runtime.
+``save_snapshot()`` copies a real RDB snapshot (``SAVE``) aside and
+``roll_back(snapshot)`` starts the server again from it, on the same port: a
+Redis restored from an older backup (every write since is lost).
 """
 
 from __future__ import annotations
@@ -109,6 +112,19 @@ class RedisServer:
             self.process.popen.wait()
         self.process.stop()
         time.sleep(down_seconds)
+        self.process = self._start()
+
+    def save_snapshot(self, destination: Path) -> Path:
+        """``SAVE`` now and copy the RDB file to ``destination`` (a backup); return it."""
+        with redis.Redis.from_url(self.url) as client:
+            client.save()
+        shutil.copyfile(self._directory / "dump.rdb", destination)
+        return destination
+
+    def roll_back(self, snapshot: Path) -> None:
+        """Stop, put ``snapshot`` (from ``save_snapshot``) in place, start on the same port."""
+        self.process.stop()
+        shutil.copyfile(snapshot, self._directory / "dump.rdb")
         self.process = self._start()
 
     def stop(self) -> None:

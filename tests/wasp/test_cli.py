@@ -88,7 +88,8 @@ def test_no_redis_url_or_no_redis_is_one_line_too() -> None:
 def test_kubectl_wasp_pair_rearms_pairing_of_the_named_session(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    result = wasp("pair", TENANT, url=redis_server.url, program=KUBECTL_WASP)
+    # The plugin reads no WASP_REDIS_URL: --redis-url skips the cluster (tests/plugin: with it).
+    result = wasp("pair", TENANT, "--redis-url", redis_server.url, program=KUBECTL_WASP)
     assert result.returncode == 0, result.stderr
     assert redis_client.lrange(contract.control_key(TENANT), 0, -1) == [contract.CONTROL_PAIR]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +20,7 @@ from wasp import contract, redis_acl
 from wasp_operator.config import OperatorConfig
 from wasp_operator.errors import RedisURLInvalidError
 from wasp_operator.redis_users import (
+    USER_LIST_MAX_AGE_SECONDS,
     Credential,
     RedisUsers,
     admin_secret_of,
@@ -202,6 +204,7 @@ def test_users_are_made_when_missing_changed_or_not_yet_made_since_the_start(
     assert asyncio.run(ensure(users)) == "missing"
     assert asyncio.run(ensure(users)) is None
     redis_client.acl_deluser(api.username)  # what a restart without an ACL file does
+    time.sleep(USER_LIST_MAX_AGE_SECONDS)  # the users are listed at most this often
     assert asyncio.run(ensure(users)) == "missing"
     assert asyncio.run(ensure(RedisUsers())) == "started", "a new operator re-applies the rules"
     assert asyncio.run(ensure(users, "another-password")) == "changed"
@@ -226,3 +229,38 @@ def test_an_unusable_admin_url_is_refused_without_quoting_it() -> None:
     assert (
         checked_admin_url("rediss://:s3cret@redis:6380/1", "x") == "rediss://:s3cret@redis:6380/1"
     )
+
+
+def test_a_kept_user_costs_one_user_list_per_redis_not_a_full_read_per_tenant(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    sessions = [
+        session_from_body(
+            {
+                "metadata": {"name": f"t{i}", "namespace": "tenants", "uid": f"u-{i}"},
+                "spec": {"tenantId": f"t{i}"},
+            }
+        )
+        for i in range(5)
+    ]
+    kept = [
+        (identity, credential_for(identity, redis_server.url, None)[0])
+        for session in sessions
+        for identity in identities_of(session)
+    ]
+
+    async def cycle(users: RedisUsers) -> list[str | None]:
+        async with aioredis.Redis.from_url(redis_server.url, decode_responses=True) as client:
+            return [await users.ensure(client, redis_server.url, i, c) for i, c in kept]
+
+    users = RedisUsers()
+    assert set(asyncio.run(cycle(users))) == {"missing"}
+    before = redis_client.info("commandstats")
+    assert set(asyncio.run(cycle(users))) == {None}, "kept as they are"
+    after = redis_client.info("commandstats")
+
+    def calls(name: str) -> int:
+        return int(after.get(name, {}).get("calls", 0)) - int(before.get(name, {}).get("calls", 0))
+
+    assert calls("cmdstat_acl|getuser") == 0
+    assert calls("cmdstat_acl|users") < len(sessions)  # one list serves many tenants' cycles

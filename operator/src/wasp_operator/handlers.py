@@ -8,7 +8,8 @@ translates the operator's errors into ``kopf.TemporaryError`` or
   ports they hold (session pods on the node's network avoid each other's);
 - a daemon per WhatsAppSession: the session's loop (``supervisor.py``);
 - watch events of sessions and of wasp's pods wake that loop;
-- deletion (under wasp's finalizer) stops the pod and, for the tenant's owner
+- deletion (under wasp's finalizer) logs the device out (unless
+  ``spec.unlinkOnDelete`` is false), stops the pod and, for the tenant's owner
   only, removes its Redis users and keys.
 """
 
@@ -24,7 +25,7 @@ from wasp_operator.errors import OperatorError
 from wasp_operator.pods import host_ports_in
 from wasp_operator.sessions import Session, session_from_body
 from wasp_operator.status import PodView, pod_view
-from wasp_operator.supervisor import Supervisor
+from wasp_operator.supervisor import Look, Supervisor
 
 CR = (contract.GROUP, contract.VERSION, contract.PLURAL)
 WASP_PODS = {contract.LABEL_MANAGED_BY: contract.OPERATOR_NAME}
@@ -67,14 +68,18 @@ def session_host_ports(
 def pod_changed(
     namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: object
 ) -> None:
-    """A pod of a session changed or went: its session looks again."""
-    supervisor_of(memo).wake(namespace, labels.get(contract.LABEL_SESSION))
+    """A pod of a session changed or went: its session steps the pod and writes the status."""
+    supervisor_of(memo).wake(namespace, labels.get(contract.LABEL_SESSION), Look.POD)
 
 
 @kopf.on.event(*CR)
 def session_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_: object) -> None:
-    """A session changed (spec, suspend, deletion): its loop looks again."""
-    supervisor_of(memo).wake(namespace, name)
+    """A session changed (spec, suspend, deletion, or only its status): its loop looks again.
+
+    The loop runs its full cycle only if the spec's generation moved; the
+    echo of its own status patch costs it one status step.
+    """
+    supervisor_of(memo).wake(namespace, name, Look.STATUS)
 
 
 @kopf.daemon(*CR, cancellation_timeout=10.0)
@@ -110,10 +115,10 @@ async def run_session(
 
 @kopf.on.delete(*CR, timeout=CLEANUP_TIMEOUT_SECONDS, backoff=POD_GONE_POLL_SECONDS)
 async def clean_up(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: object) -> None:
-    """Stop the pod; as the tenant's owner, delete its users and keys; then let the resource go."""
+    """Log the device out, stop the pod; as the owner, delete its users and keys; let it go."""
     session = session_from_body(body)
     try:
-        done = await supervisor_of(memo).clean_up(session)
+        done = await supervisor_of(memo).clean_up(session, body)
     except OperatorError as error:
         raise kopf.TemporaryError(str(error), delay=POD_GONE_POLL_SECONDS) from error
     if not done:

@@ -9,6 +9,7 @@ thread. It decides nothing: the bodies come from ``pods.py``.
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
 
@@ -19,6 +20,16 @@ from wasp import contract
 from wasp_operator.errors import KubernetesUnavailableError, SecretMissingError
 from wasp_operator.pods import build_auth_secret, new_auth_key
 from wasp_operator.sessions import SecretRef, Session
+
+# Calls in flight at once: the threads async callers run them in, and the client's
+# connection pool. The defaults (6 threads and 10 connections on 2 cores) queue a
+# thousand sessions' cycles behind six calls at a time (bench/sessions_scale.py).
+API_CONCURRENCY = 32
+
+
+def api_executor() -> ThreadPoolExecutor:
+    """The thread pool for the operator's API calls (the event loop's default executor)."""
+    return ThreadPoolExecutor(API_CONCURRENCY, thread_name_prefix="wasp-api")
 
 
 def load_configuration() -> None:
@@ -39,8 +50,11 @@ class Kube:
 
     def __init__(self) -> None:
         """Use the configuration loaded by ``load_configuration``."""
-        self.core = kubernetes.client.CoreV1Api()
-        self.custom = kubernetes.client.CustomObjectsApi()
+        configuration = kubernetes.client.Configuration.get_default_copy()
+        configuration.connection_pool_maxsize = API_CONCURRENCY
+        client = kubernetes.client.ApiClient(configuration)
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
 
     def create_pod(self, body: dict[str, Any]) -> bool:
         """Create a pod; False if one of that name exists already.

@@ -36,6 +36,16 @@ STATUS_REPORTS_IGNORED = Counter(
     "wasp_operator_status_reports_ignored_total",
     "Status hashes not relayed because their writer did not hold the lease (once per change).",
 )
+REDIS_ROLLBACKS = Counter(
+    "wasp_operator_redis_rollbacks_total",
+    "Auth generations that went back for the same account (Redis restored an older snapshot).",
+)
+
+DEVICE_UNLINKS = Counter(
+    "wasp_operator_device_unlinks_total",
+    "Session deletions by what became of the linked device: unlinked, kept, failed, not_linked.",
+    ["outcome"],
+)
 
 
 def phase_moved(before: str | None, after: str | None) -> None:

@@ -62,8 +62,11 @@ DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "limits": MappingProxyType({"cpu": "1", "memory": "512Mi"}),
     }
 )
-# Fields of a Session that say which resource it is, not what its pod runs.
-IDENTITY_FIELDS = frozenset({"name", "namespace", "uid", "generation", "suspend", "deleting"})
+# Fields of a Session that say which resource it is, or what its deletion does, not what its
+# pod runs: changing one never replaces the pod.
+IDENTITY_FIELDS = frozenset(
+    {"name", "namespace", "uid", "generation", "suspend", "deleting", "unlink_on_delete"}
+)
 
 
 def redis_secret_of(session: Session, config: OperatorConfig) -> SecretRef:

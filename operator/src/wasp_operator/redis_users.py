@@ -11,7 +11,13 @@ options, with that user's name and password instead of the admin's.
 Level-based: ``RedisUsers.ensure`` is called every cycle and makes a user
 again whenever it is missing (a restarted Redis has no runtime users), its
 password is not its Secret's, or this operator has not made it since it
-started (so a change of the rules applies after an upgrade).
+started (so a change of the rules applies after an upgrade). What a cycle
+asks Redis is kept small, since it runs for every tenant every resync: a
+user this operator made or checked with the Secret's password is looked for
+in one ``ACL USERS`` list per Redis, shared by every tenant's cycle within
+``USER_LIST_MAX_AGE_SECONDS``; it is read in full (``ACL GETUSER``: enabled,
+that password) only every ``FULL_CHECK_SECONDS``, or when the password
+differs from the one it last made or checked.
 
 Never logs or raises a password, or a URL with its userinfo (``redacted``).
 It decides nothing about ownership: callers make users for owners only.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +44,8 @@ from wasp_operator.pods import labels_of, owner_reference
 from wasp_operator.sessions import SecretRef, Session
 
 PASSWORD_BYTES = 32
+USER_LIST_MAX_AGE_SECONDS = 1.0  # one ACL USERS per Redis serves the cycles of this long
+FULL_CHECK_SECONDS = 600.0  # a user is read in full (ACL GETUSER) at least this often
 # Query options of a Redis URL that redis-py reads as credentials: an admin
 # URL's must never reach a tenant's URL.
 CREDENTIAL_OPTIONS = frozenset({"username", "password"})
@@ -229,26 +238,25 @@ class RedisUsers:
 
     def __init__(self) -> None:
         """Nothing is made yet: every user is made once more after a start."""
-        self._made: set[tuple[str, str]] = set()  # (admin URL, username) made since the start
+        # (admin URL, username) made since the start -> (its password's digest, when checked)
+        self._made: dict[tuple[str, str], tuple[str, float]] = {}
+        self._names: dict[str, tuple[float, set[str]]] = {}  # admin URL -> (when, ACL USERS)
 
     async def ensure(
         self, client: aioredis.Redis, url: str, identity: Identity, credential: Credential
     ) -> str | None:
         """Make the user unless it is as it should be; why it was made (None: it was)."""
         made_key = (url, identity.username)
-        try:
-            user = await client.acl_getuser(identity.username)
-        except (RedisError, OSError) as error:
-            context = f"cannot read Redis user {identity.username}"
-            raise redis_failure(context, error) from error
-        if user is None:
-            why: str | None = "missing"
-        elif not has_password(user, credential.password):
-            why = "changed"
-        elif made_key not in self._made:
-            why = "started"
-        else:
-            why = None
+        digest = hashlib.sha256(credential.password.encode()).hexdigest()
+        made = self._made.get(made_key)
+        if (
+            made is not None
+            and made[0] == digest
+            and time.monotonic() - made[1] < FULL_CHECK_SECONDS
+            and identity.username in await self._user_names(client, url)
+        ):
+            return None  # made or checked with this password, and still there
+        why = await self._why_make(client, identity, credential, made_key)
         if why is not None:
             arguments = redis_acl.setuser_arguments(identity.rules, credential.password)
             try:
@@ -261,10 +269,47 @@ class RedisUsers:
                     "(wasp needs Redis 7 or newer, and an admin credential allowed ACL SETUSER)"
                 )
                 raise redis_failure(context, error, secret=credential.password) from error
-        self._made.add(made_key)
+            listed = self._names.get(url)
+            if listed is not None:
+                listed[1].add(identity.username)
+        self._made[made_key] = (digest, time.monotonic())
         return why
+
+    async def _why_make(
+        self,
+        client: aioredis.Redis,
+        identity: Identity,
+        credential: Credential,
+        made_key: tuple[str, str],
+    ) -> str | None:
+        """Read the user in full: why it must be made (None: it is as it should be)."""
+        try:
+            user = await client.acl_getuser(identity.username)
+        except (RedisError, OSError) as error:
+            context = f"cannot read Redis user {identity.username}"
+            raise redis_failure(context, error) from error
+        if user is None:
+            return "missing"
+        if not has_password(user, credential.password):
+            return "changed"
+        if made_key not in self._made:
+            return "started"
+        return None
+
+    async def _user_names(self, client: aioredis.Redis, url: str) -> set[str]:
+        """The users of the Redis at ``url`` (``ACL USERS``, at most as old as allowed)."""
+        listed = self._names.get(url)
+        if listed is not None and time.monotonic() - listed[0] < USER_LIST_MAX_AGE_SECONDS:
+            return listed[1]
+        try:
+            names = {str(name) for name in await client.acl_users()}
+        except (RedisError, OSError) as error:
+            msg = "cannot list the Redis users"
+            raise redis_failure(msg, error) from error
+        self._names[url] = (time.monotonic(), names)
+        return names
 
     def forget(self, url: str, usernames: tuple[str, ...]) -> None:
         """Forget that users were made (they were deleted)."""
         for name in usernames:
-            self._made.discard((url, name))
+            self._made.pop((url, name), None)

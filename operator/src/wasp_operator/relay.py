@@ -37,13 +37,21 @@ RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 POLL_SECONDS = 1.0
 
 
+@dataclass(frozen=True)
+class _Wakes:
+    """How to wake one follower: for one report, and after a (re)subscription."""
+
+    report: Callable[[], None]
+    resync: Callable[[], None]
+
+
 @dataclass
 class _Follower:
     """One Redis: its client, its subscription task, who follows which tenant."""
 
     client: aioredis.Redis
     task: asyncio.Task[None] | None = None
-    tenants: dict[str, dict[str, Callable[[], None]]] = field(default_factory=dict)
+    tenants: dict[str, dict[str, _Wakes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,18 +90,27 @@ class StatusRelay:
         self._followers: dict[str, _Follower] = {}
 
     # -- sessions ------------------------------------------------------------
-    def follow(self, url: str, tenant: str, follower: str, wake: Callable[[], None]) -> None:
-        """Call ``wake`` whenever ``tenant`` reports on ``url`` (and after each resubscription).
+    def follow(
+        self,
+        url: str,
+        tenant: str,
+        follower: str,
+        wake: Callable[[], None],
+        resync: Callable[[], None] | None = None,
+    ) -> None:
+        """Call ``wake`` when ``tenant`` reports on ``url``, ``resync`` after a resubscription.
 
-        ``follower`` names the session loop ("namespace/name"); several may
-        follow one tenant (an owner and an impostor both want to look again).
+        ``resync`` (default ``wake``) is for "anything may have been missed,
+        look at everything". ``follower`` names the session loop
+        ("namespace/name"); several may follow one tenant (an owner and an
+        impostor both want to look again).
         """
         redis_follower = self._followers.get(url)
         if redis_follower is None:
             redis_follower = _Follower(aioredis.Redis.from_url(url, decode_responses=True))
             self._followers[url] = redis_follower
             redis_follower.task = asyncio.create_task(self._follow(url, redis_follower))
-        redis_follower.tenants.setdefault(tenant, {})[follower] = wake
+        redis_follower.tenants.setdefault(tenant, {})[follower] = _Wakes(wake, resync or wake)
 
     def unfollow(self, url: str, tenant: str, follower: str) -> None:
         """Stop waking ``follower`` for ``tenant`` on ``url``."""
@@ -171,11 +188,11 @@ class StatusRelay:
     def _receive(redis_follower: _Follower, message: dict[str, Any]) -> None:
         """A message on a tenant's events channel wakes its followers; its content is ignored."""
         tenant = contract.tenant_of_events_channel(str(message.get("channel", "")))
-        for wake in list(redis_follower.tenants.get(tenant or "", {}).values()):
-            wake()
+        for wakes in list(redis_follower.tenants.get(tenant or "", {}).values()):
+            wakes.report()
 
     @staticmethod
     def _wake_all(redis_follower: _Follower) -> None:
-        for wakes in list(redis_follower.tenants.values()):
-            for wake in list(wakes.values()):
-                wake()
+        for followers in list(redis_follower.tenants.values()):
+            for wakes in list(followers.values()):
+                wakes.resync()

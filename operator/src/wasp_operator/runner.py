@@ -11,11 +11,15 @@ liveness and readiness probes) means beyond "kopf's tasks run": the
 watches them, with its own credentials, so the endpoint fails (HTTP 500)
 while the API server cannot be reached or no longer lets the operator list
 what it watches. kopf keeps a probe's result for 10 s.
+
+With more than one replica they peer (kopf's peering); the priorities each
+announces, and the guard against a tie, are ``peering.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -26,12 +30,13 @@ import kopf
 import kubernetes
 
 from wasp import contract
-from wasp_operator import handlers, metrics
+from wasp_operator import handlers, metrics, peering
 from wasp_operator.config import OperatorConfig
-from wasp_operator.kube import Kube, load_configuration
+from wasp_operator.kube import Kube, api_executor, load_configuration
 from wasp_operator.relay import StatusRelay
 from wasp_operator.supervisor import Supervisor
 
+logger = logging.getLogger(__name__)
 WATCH_SERVER_TIMEOUT = 120  # re-list now and then: a silently broken watch heals
 WATCH_CLIENT_TIMEOUT = 150.0
 PROBE_ID = "kubernetes_api"  # its result's key in the health endpoint's JSON
@@ -102,6 +107,8 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.peering.clusterwide = not config.namespaces
     settings.peering.standalone = config.standalone
     settings.peering.mandatory = not config.standalone
+    settings.peering.priority = peering.own_priority()
+    settings.peering.lifetime = peering.PEERING_LIFETIME_SECONDS
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     return settings
@@ -138,20 +145,41 @@ def own_identity(environ: dict[str, str] | None = None) -> str:
 async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) -> None:
     """Run the operator until stopped (SIGTERM/SIGINT, or ``stop_flag``)."""
     load_configuration()
+    asyncio.get_running_loop().set_default_executor(api_executor())
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
     relay = StatusRelay()
     supervisor = Supervisor(config, Kube(), relay, handlers.post_event)
+    settings, identity = operator_settings(config), own_identity()
+    guard = None if config.standalone else _join_peering(config, settings, identity)
     try:
         await kopf.operator(
-            settings=operator_settings(config),
+            settings=settings,
             memo=kopf.Memo(supervisor=supervisor, api_probe=ApiProbe(config.namespaces)),
             stop_flag=stop_flag,
-            identity=cast("Any", own_identity()),  # kopf's Identity (a NewType of str) is private
+            identity=cast("Any", identity),  # kopf's Identity (a NewType of str) is private
             **kopf_arguments(config),
         )
     finally:
+        if guard is not None:
+            guard.cancel()
+            await asyncio.gather(guard, return_exceptions=True)
         await relay.close()
+
+
+def _join_peering(
+    config: OperatorConfig, settings: kopf.OperatorSettings, identity: str
+) -> asyncio.Task[None]:
+    """Say whom this replica peers as, with what priority; guard that priority against a tie."""
+    logger.info(
+        "peering_joined: %s as %s, priority %d (the highest live one is active)",
+        contract.PEERING_NAME,
+        identity,
+        settings.peering.priority,
+    )
+    read = functools.partial(peering.peering_records, config.namespaces)
+    guard = peering.TieGuard(settings, identity, read)
+    return asyncio.create_task(guard.run(), name="peering tie guard")
 
 
 def run(config: OperatorConfig, *, verbose: bool = False) -> None:

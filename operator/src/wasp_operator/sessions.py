@@ -46,6 +46,7 @@ class Session:
     rate_per_minute: int = 30
     redis_secret: SecretRef | None = None  # None: the operator's default Secret
     suspend: bool = False
+    unlink_on_delete: bool = True  # deletion logs the device out first
     image: str | None = None  # None: the operator's default image
     resources: Mapping[str, Any] = field(default_factory=dict)
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -101,6 +102,7 @@ def session_from_body(body: Mapping[str, Any]) -> Session:
             else None
         ),
         suspend=bool(spec.get("suspend", False)),
+        unlink_on_delete=bool(spec.get("unlinkOnDelete", True)),
         image=pod.get("image") or None,
         resources=dict(_dict(pod.get("resources"))),
         node_selector={str(k): str(v) for k, v in _dict(pod.get("nodeSelector")).items()},

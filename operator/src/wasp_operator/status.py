@@ -230,11 +230,13 @@ def desired_status(  # noqa: PLR0913 - every input is a separate fact
     previous: Mapping[str, Any],
     now: str,
     api_credentials: Mapping[str, str] | None = None,
+    auth: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The status the resource should show.
 
     ``api_credentials`` ({secretName, username}) names the tenant API's
-    Redis credential once its user exists.
+    Redis credential once its user exists; ``auth`` is the auth
+    generation's high-water mark (``auth_mark.mark_as_status``).
     """
     phase = effective.get(contract.STATUS_PHASE, "Pending")
     status: dict[str, Any] = {
@@ -276,12 +278,25 @@ def desired_status(  # noqa: PLR0913 - every input is a separate fact
         status["lastError"] = error
     if api_credentials:
         status["apiCredentials"] = dict(api_credentials)
+    if auth:
+        status["auth"] = dict(auth)
     return status
 
 
 def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A JSON merge patch from ``current`` to ``desired`` (top-level keys), or None if equal."""
-    patch: dict[str, Any] = {k: v for k, v in desired.items() if current.get(k) != v}
+    """A JSON merge patch from ``current`` to ``desired`` (top-level keys), or None if equal.
+
+    A changed object is sent whole, with ``None`` for the keys it lost (a
+    merge patch merges objects: a key left out would stay).
+    """
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        before = current.get(key)
+        if before == value:
+            continue
+        patch[key] = value
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = {**{k: None for k in before if k not in value}, **value}
     patch.update({k: None for k in current if k not in desired})
     return patch or None
 

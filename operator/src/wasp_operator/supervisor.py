@@ -6,8 +6,19 @@ the allowlist, stand on the tenant's Redis (``tenancy.py``: ownership
 claimed, Secrets and users made; nothing for a resource that does not own
 its tenant), keep the pod's NetworkPolicy, take the one next step for the
 pod (``reconcile.decide``), then write the status (``status.py``) from the
-lease holder's report (``relay.py``) and an Event for each phase change.
-Also the cleanup when a resource goes.
+lease holder's report (``relay.py``) and an Event for each phase change,
+with the auth generation's high-water mark (``auth_mark.py``): a Warning
+Event when it went back (Redis rolled back), once.
+Also the cleanup when a resource goes (its device logged out first: ``unlink.py``).
+
+Each wake says how much to look at (``Look``). The full cycle runs when the
+spec (its generation) changed, after a Redis (re)subscription, and at least
+once per resync interval. A pod event steps the pod and writes the status on
+the standing the last full cycle found. A tenant's report, and the echo of
+the operator's own status patch, only need the status written again (one
+Redis read, at most one patch): a thousand tenants changing phase at once
+cost a thousand reads, not a thousand Secret reads, NetworkPolicy applies and
+ownership checks.
 
 It holds no Kubernetes objects of its own: the live body, the pod index and
 the host ports other session pods hold come from kopf (``handlers.py``), the
@@ -22,24 +33,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
+import random
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from wasp import contract
 from wasp.timestamps import format_seconds, utc_now
-from wasp_operator import metrics, network_policy, pods, reconcile, status
+from wasp_operator import auth_mark, metrics, network_policy, pods, reconcile, status, unlink
 from wasp_operator.config import OperatorConfig
 from wasp_operator.errors import OperatorError, RedisUnavailableError, SecretMissingError
 from wasp_operator.kube import Kube
 from wasp_operator.redis_users import RedisUsers, admin_secret_of, checked_admin_url
 from wasp_operator.relay import Reading, StatusRelay, not_from_lease_holder
-from wasp_operator.sessions import Session, session_from_body
+from wasp_operator.sessions import SecretRef, Session, session_from_body
 from wasp_operator.tenancy import Standing, Tenancy
 
 SessionKey = tuple[str, str]  # (namespace, name)
 LOOP_END_TIMEOUT = 15.0  # a cycle in flight finishes well within this
+ADMIN_SECRET_FRESH_SECONDS = 5.0  # an admin Secret read serves every cycle for this long
+RESYNC_JITTER = 0.75  # a loop's resync interval is drawn from [0.75, 1] x the configured one
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # body, type, reason, message
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 REASON_REDIS_SECRET_MISSING = "RedisSecretMissing"  # noqa: S105 - a reason, no password
@@ -50,6 +65,14 @@ PortsInUse = Callable[[Session], Collection[int]]
 
 def _no_ports(_: Session) -> Collection[int]:
     return ()
+
+
+class Look(enum.IntEnum):
+    """How much a wake asks a session's loop to look at, least to most."""
+
+    STATUS = 0  # a report, or the resource changed (maybe only its status): write the status
+    POD = 1  # its pod changed: step the pod too, on the standing the last full cycle found
+    FULL = 2  # everything: the admin Secret, the tenant's Redis, the NetworkPolicy, the pod
 
 
 @dataclass
@@ -63,6 +86,11 @@ class _Seen:
     redis_problem: tuple[str, str] | None = None  # (reason, message) of this cycle
     api_credentials: dict[str, str] | None = None
     phase: str | None = None  # the phase last written: one Event per change, never two
+    generation: int | None = None  # the spec generation of the last full cycle that ran through
+    refusal: status.Refusal | None = None  # what the last full cycle refused, if anything
+    standing: Standing | None = None  # where the last full cycle found the session on Redis
+    auth: auth_mark.AuthMark | None = None  # the mark last written (the body may lag behind)
+    auth_written: bool = False  # whether ``auth`` holds one written by this loop
 
 
 @dataclass
@@ -75,17 +103,27 @@ class Supervisor:
     post_event: EventPoster
     users: RedisUsers = field(default_factory=RedisUsers)
     _wakes: dict[SessionKey, asyncio.Event] = field(default_factory=dict)
+    _asked: dict[SessionKey, Look] = field(default_factory=dict)  # the most each loop is asked
+    # (namespace, Secret, key) -> (loop time read, value) of admin Secrets: see _admin_secret_value
+    _admin_secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
     _urls: dict[SessionKey, str] = field(default_factory=dict)
     _loops: dict[SessionKey, asyncio.Event] = field(default_factory=dict)  # set: loop ended
     _names: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name", for messages
+    _unlinks_tried: set[str] = field(default_factory=set)  # uids whose deletion tried (unlink.py)
 
     def __post_init__(self) -> None:
         """The tenancy keeper shares this supervisor's clients."""
         self.tenancy = Tenancy(self.kube, self.relay, self.users)
 
-    def wake(self, namespace: str | None, name: str | None) -> None:
-        """Ask a session's loop to look again (no-op for unknown sessions)."""
-        if namespace and name and (event := self._wakes.get((namespace, name))):
+    def wake(self, namespace: str | None, name: str | None, look: Look = Look.FULL) -> None:
+        """Ask a session's loop to look again, at least at ``look`` (no-op for unknown sessions).
+
+        The loop looks at everything anyway if the spec's generation moved or
+        the resync interval has passed.
+        """
+        key = (namespace or "", name or "")
+        if namespace and name and (event := self._wakes.get(key)):
+            self._asked[key] = max(look, self._asked.get(key, Look.STATUS))
             event.set()
 
     # -- the loop ----------------------------------------------------------------
@@ -103,24 +141,56 @@ class Supervisor:
         ended = self._loops[key] = asyncio.Event()
         self._names[first.uid] = _follower(key)
         seen = _Seen()
+        loop = asyncio.get_running_loop()
+        last_full = -self.config.resync_seconds
+        interval = self.config.resync_seconds  # this loop's, jittered after every full cycle
         try:
             while True:
                 wake.clear()
                 session = session_from_body(body)
                 if session.deleting:
                     return
+                look = self._asked.pop(key, Look.STATUS)
+                if session.generation != seen.generation or loop.time() - last_full >= interval:
+                    look = Look.FULL
                 try:
-                    await self.cycle(
-                        session, body, pod_of(session), seen, logger, ports_in_use=ports_in_use
-                    )
+                    if look is Look.FULL:
+                        last_full = loop.time()
+                        interval = resync_interval(self.config.resync_seconds)
+                        seen.generation = None  # until this cycle runs through
+                        await self.cycle(
+                            session, body, pod_of(session), seen, logger, ports_in_use=ports_in_use
+                        )
+                        seen.generation = session.generation
+                    elif look is Look.POD:
+                        await self.cycle(
+                            session,
+                            body,
+                            pod_of(session),
+                            seen,
+                            logger,
+                            ports_in_use=ports_in_use,
+                            stand=False,
+                        )
+                    else:
+                        await self._write_status(
+                            session,
+                            body,
+                            pod_of(session),
+                            seen,
+                            refusal=seen.refusal,
+                            logger=logger,
+                        )
                 except OperatorError as error:
                     logger.warning(f"session_cycle_failed: {error}")  # noqa: G004
+                resync_in = max(0.0, last_full + interval - loop.time())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=self.config.resync_seconds)
+                    await asyncio.wait_for(wake.wait(), timeout=resync_in)
         finally:
             if seen.url and seen.tenant:
                 self.relay.unfollow(seen.url, seen.tenant, _follower(key))
             self._wakes.pop(key, None)
+            self._asked.pop(key, None)
             self._names.pop(first.uid, None)
             metrics.phase_moved(seen.phase, None)
             ended.set()
@@ -134,21 +204,33 @@ class Supervisor:
         logger: Logger,
         *,
         ports_in_use: PortsInUse = _no_ports,
+        stand: bool = True,
     ) -> None:
-        """One pass: stand on Redis, step the pod, write the status."""
-        seen.redis_problem = None
-        refusal = _image_refusal(session, self.config)  # Failed, no pod, nothing made on Redis
-        standing = None if refusal is not None else await self._stand(session, body, seen, logger)
-        if standing is not None and standing.owner != session.uid:
-            owner = self._names.get(standing.owner, f"uid {standing.owner}")
-            refusal = status.tenant_conflict(session.tenant, owner)
+        """One pass: stand on Redis, step the pod, write the status.
+
+        ``stand=False`` (a pod event between full cycles): the standing, the
+        refusal and the NetworkPolicy of the last full cycle hold; only the
+        pod is stepped and the status written.
+        """
+        if stand:
+            seen.redis_problem = None
+            refusal = _image_refusal(session, self.config)  # Failed, no pod, nothing on Redis
+            standing = (
+                None if refusal is not None else await self._stand(session, body, seen, logger)
+            )
+            if standing is not None and standing.owner != session.uid:
+                owner = self._names.get(standing.owner, f"uid {standing.owner}")
+                refusal = status.tenant_conflict(session.tenant, owner)
+            seen.refusal, seen.standing = refusal, standing
+        else:
+            refusal, standing = seen.refusal, seen.standing
         decision = reconcile.decide(
             suspended=session.suspend or refusal is not None,
             desired_hash=pods.spec_hash(session, self.config),
             pod=pod,
         )
         runnable = standing is not None and standing.owner == session.uid  # users exist
-        if runnable and seen.url is not None:
+        if stand and runnable and seen.url is not None:
             # Level-based, and always before the pod exists: what may reach it, what it may reach.
             policy = network_policy.build_network_policy(
                 session, self.config, network_policy.redis_port_of(seen.url)
@@ -185,11 +267,26 @@ class Supervisor:
             self.post_event(body, "Normal", "PodCreated", f"Created pod {session.pod_name}.")
 
     # -- the tenant's Redis --------------------------------------------------------
+    async def _admin_secret_value(self, namespace: str, ref: SecretRef) -> str:
+        """The admin Secret's value, read at most once per ``ADMIN_SECRET_FRESH_SECONDS``.
+
+        Most sessions share one admin Secret: a thousand full cycles in a burst
+        (a restart, a resync) read it a few times, not a thousand.
+        """
+        key = (namespace, ref.name, ref.key)
+        now = asyncio.get_running_loop().time()
+        cached = self._admin_secrets.get(key)
+        if cached is not None and now - cached[0] < ADMIN_SECRET_FRESH_SECONDS:
+            return cached[1]
+        value = await asyncio.to_thread(self.kube.secret_value, namespace, ref)
+        self._admin_secrets[key] = (now, value)
+        return value
+
     async def _admin_url(self, session: Session, seen: _Seen) -> str | None:
         """The admin Redis URL from its Secret; the last one known if the Secret went."""
         namespace, ref = admin_secret_of(session, self.config)
         try:
-            url = await asyncio.to_thread(self.kube.secret_value, namespace, ref)
+            url = await self._admin_secret_value(namespace, ref)
             return checked_admin_url(url, f"Secret {namespace}/{ref.name} (key {ref.key})")
         except SecretMissingError as error:
             seen.redis_problem = (REASON_REDIS_SECRET_MISSING, str(error))
@@ -210,7 +307,13 @@ class Supervisor:
                 self.relay.unfollow(seen.url, seen.tenant, _follower(key))
             seen.url, seen.tenant, seen.report, seen.ignored = url, session.tenant, None, None
         self._urls[key] = url
-        self.relay.follow(url, session.tenant, _follower(key), lambda: self.wake(*key))
+        self.relay.follow(
+            url,
+            session.tenant,
+            _follower(key),
+            wake=lambda: self.wake(*key, Look.STATUS),
+            resync=lambda: self.wake(*key),
+        )
         try:
             standing = await self.tenancy.establish(session, url)
         except RedisUnavailableError as error:
@@ -264,17 +367,26 @@ class Supervisor:
                 seen.redis_problem = seen.redis_problem or (error.reason, str(error))
             else:
                 self._take(reading, seen, logger)
+        now = format_seconds(utc_now())
+        current: Mapping[str, Any] = body.get("status") or {}
+        verdict = auth_mark.judge(
+            seen.report if refusal is None else None,
+            pod.uid if pod is not None else "",
+            seen.auth if seen.auth_written else auth_mark.mark_from_status(current),
+            now,
+        )
         effective = status.effective_report(
             seen.report if refusal is None else None,
             status.Overlay(suspended=session.suspend, pod=pod, refusal=refusal),
         )
+        if refusal is None and not seen.redis_problem:
+            effective = auth_mark.with_rollback(effective, verdict.mark)
         if seen.redis_problem and not effective.get(contract.STATUS_LAST_ERROR_REASON):
             reason, message = seen.redis_problem
             effective |= {
                 contract.STATUS_LAST_ERROR_REASON: reason,
                 contract.STATUS_LAST_ERROR_MESSAGE: message,
             }
-        current: Mapping[str, Any] = body.get("status") or {}
         desired = status.desired_status(
             tenant=session.tenant,
             generation=session.generation,
@@ -282,8 +394,9 @@ class Supervisor:
             pod_name=pod.name if pod is not None else None,
             effective=effective,
             previous=current,
-            now=format_seconds(utc_now()),
+            now=now,
             api_credentials=seen.api_credentials if refusal is None else None,
+            auth=None if verdict.mark is None else auth_mark.mark_as_status(verdict.mark),
         )
         patch = status.status_patch(current, desired)
         phase = desired["phase"]
@@ -293,15 +406,21 @@ class Supervisor:
             if phase not in {current.get("phase"), seen.phase}:
                 message = _condition_message(desired["conditions"])
                 self.post_event(body, status.event_type(phase), phase, message)
+        seen.auth, seen.auth_written = verdict.mark, True
+        if verdict.found is not None:
+            metrics.REDIS_ROLLBACKS.inc()
+            message = auth_mark.rollback_message(verdict.found)
+            logger.warning(f"redis_rolled_back: {message}")  # noqa: G004
+            self.post_event(body, "Warning", contract.REASON_REDIS_ROLLED_BACK, message)
         metrics.phase_moved(seen.phase, phase)
         seen.phase = phase
 
     # -- deletion ------------------------------------------------------------------
-    async def clean_up(self, session: Session) -> bool:
-        """Stop the pod, then, as the tenant's owner only, forget it in Redis.
+    async def clean_up(self, session: Session, body: Mapping[str, Any]) -> bool:
+        """Log the device out (``unlink.py``), stop the pod, then, as the owner only, forget it.
 
         False while the pod still exists. A resource that does not own its
-        tenant touches nothing of it: not its keys, not its users.
+        tenant touches nothing of it: not its device, not its keys, not its users.
         """
         key = (session.namespace, session.name)
         ended = self._loops.get(key)
@@ -309,6 +428,9 @@ class Supervisor:
             self.wake(*key)  # it sees the deletion and ends: no pod is created behind us
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), timeout=LOOP_END_TIMEOUT)
+        if session.uid not in self._unlinks_tried:  # once, while the pod still runs
+            self._unlinks_tried.add(session.uid)
+            await self._unlink_device(session, body)
         if await asyncio.to_thread(self.kube.pod_exists, session.namespace, session.pod_name):
             await asyncio.to_thread(self.kube.delete_pod, session.namespace, session.pod_name)
             return False
@@ -323,7 +445,26 @@ class Supervisor:
         await self.tenancy.forget(session, url)
         self._urls.pop(key, None)
         self._loops.pop(key, None)
+        self._unlinks_tried.discard(session.uid)
         return True
+
+    async def _unlink_device(self, session: Session, body: Mapping[str, Any]) -> None:
+        """Log the session's device out unless kept; count it and say so in an Event."""
+        key = (session.namespace, session.name)
+        namespace, ref = admin_secret_of(session, self.config)
+        known = unlink.account_in_status(body)
+        try:
+            url = await asyncio.to_thread(self.kube.secret_value, namespace, ref)
+            url = checked_admin_url(url, f"Secret {namespace}/{ref.name} (key {ref.key})")
+        except SecretMissingError as error:
+            url = self._urls.get(key) or ""
+            missing = unlink.Result(unlink.Outcome.FAILED, known, str(error))
+        except OperatorError as error:
+            url, missing = "", unlink.Result(unlink.Outcome.FAILED, known, str(error))
+        result = await unlink.unlink(self.relay, url, session, known) if url else missing
+        metrics.DEVICE_UNLINKS.labels(outcome=result.outcome.value).inc()
+        if (event := unlink.event_for(result)) is not None:
+            self.post_event(body, *event)
 
 
 # What tells one ignored status hash from the next (the heartbeat alone is no change).
@@ -333,6 +474,16 @@ _SIGNATURE_FIELDS = (
     contract.STATUS_PHASE,
     contract.STATUS_UPDATED_AT,
 )
+
+
+def resync_interval(resync_seconds: float) -> float:
+    """The time to a loop's next full cycle: 75-100 % of the resync interval, at random.
+
+    Never longer than promised ("at least this often"), and spread: loops
+    started in one burst (an install, a restart) do not all resync at once,
+    every interval, for as long as the operator runs.
+    """
+    return resync_seconds * random.uniform(RESYNC_JITTER, 1.0)  # noqa: S311 - spreading, not secrecy
 
 
 def _follower(key: SessionKey) -> str:

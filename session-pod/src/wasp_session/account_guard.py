@@ -9,8 +9,10 @@ WhatsApp (when the transport can tell which account it is), its local store
 is deleted and never checkpointed (a restored one is deleted from Redis too:
 it was just logged out), the send gate stays closed, so no OTP is ever sent
 from it, and the phase becomes ``Failed`` with reason ``AccountMismatch`` and
-a sentence naming both accounts (masked) and how to re-arm. The reactions
-then wait for a ``pair`` command.
+a sentence naming both accounts (masked) and how to re-arm. The refusal is
+recorded in the tenant's halt record (``pairing_record``) before it is
+shown, so a restarted pod stays refused too; the reactions then wait for a
+``pair`` command (which clears the record).
 
 Never deletes the pin: re-arming for another account is a deliberate
 platform action (``wasp pair --new-account``).
@@ -25,9 +27,11 @@ import structlog
 
 from wasp import contract
 from wasp.accounts import account_of_jid, mask_account
+from wasp_session import metrics
 from wasp_session.auth_store import AuthStore
 from wasp_session.checkpoints import CheckpointScheduler
 from wasp_session.decisions import AccountVerdict, account_refusal, judge_account
+from wasp_session.pairing_record import Pairing, PairingRecord
 from wasp_session.phases import ACCOUNT_FIELDS, Phases
 from wasp_session.status import PAIRING_FIELDS, StatusBoard
 from wasp_session.transport.base import Transport, TransportError
@@ -72,8 +76,9 @@ class AccountGuard:
         checkpoints: CheckpointScheduler,
         phases: Phases,
         status: StatusBoard,
+        record: PairingRecord,
     ) -> None:
-        """Guard ``tenant``'s session."""
+        """Guard ``tenant``'s session; a refusal is kept in ``record`` (the halt record)."""
         self._tenant = tenant
         self._pin = pin
         self._transport = transport
@@ -81,6 +86,7 @@ class AccountGuard:
         self._checkpoints = checkpoints
         self._phases = phases
         self._status = status
+        self._record = record
 
     def pin_up_front(self, phone_digits: str | None) -> None:
         """Pin the number the spec names, if nothing is pinned yet."""
@@ -128,6 +134,9 @@ class AccountGuard:
             restored=restored,
         )
         self._checkpoints.account_kept = False  # before anything else: never checkpoint it
+        reason = str(decision.reason)
+        self._record.save(Pairing(0, "Failed", reason, decision.message))  # a restart stays here
+        metrics.ACCOUNTS_REFUSED.inc()
         if verdict is AccountVerdict.MISMATCH:
             try:
                 self._transport.logout()
@@ -139,7 +148,7 @@ class AccountGuard:
             self._store.wipe_local()
             if restored:
                 self._store.delete()  # the stored snapshot is the device just logged out
-        self._status.record_error(str(decision.reason), decision.message)
+        self._status.record_error(reason, decision.message)
         self._phases.enter(
             "Failed",
             decision.reason,

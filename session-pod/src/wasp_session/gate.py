@@ -43,7 +43,7 @@ class SendGate:
         """Start closed, with no ban."""
         self._open = threading.Event()
         self._lock = threading.Lock()
-        self._banned_until: float | None = None
+        self._ban_ends: float | None = None  # time.monotonic() the ban ends at
         self._lease_valid: Callable[[], bool] = lambda: True
 
     def fence_with(self, lease_valid: Callable[[], bool]) -> None:
@@ -88,9 +88,13 @@ class SendGate:
     def banned(self) -> bool:
         """Whether a temporary ban is in force now."""
         with self._lock:
-            return self._banned_until is not None and time.time() < self._banned_until
+            return self._ban_ends is not None and time.monotonic() < self._ban_ends
 
-    def set_banned_until(self, epoch_seconds: float | None) -> None:
-        """Record a temporary ban's expiry (``None``: no ban)."""
+    def set_banned_for(self, seconds: float | None) -> None:
+        """Record a temporary ban ending ``seconds`` from now (``None``: no ban).
+
+        Counted on the monotonic clock: a step of this pod's wall clock
+        neither ends a ban early nor prolongs it.
+        """
         with self._lock:
-            self._banned_until = epoch_seconds
+            self._ban_ends = None if seconds is None else time.monotonic() + seconds

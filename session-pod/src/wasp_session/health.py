@@ -32,7 +32,8 @@ from wasp_session.gate import SendGate
 
 # The loops' own periods (seconds between beats when all is well).
 LIFECYCLE_PERIOD = 1.0  # a tick is 0.1 s; standing by, a round is at most 1 s
-DELIVERY_PERIOD = 1.5  # a gate wait of 0.5 s, then up to 1 s for a job
+JOB_WAIT_SECONDS = 10.0  # the worker's blocking wait for a job (BLMOVE), cut short on stop
+DELIVERY_PERIOD = 0.5 + JOB_WAIT_SECONDS  # a gate wait of 0.5 s, then the wait for a job
 
 
 @dataclass(frozen=True)

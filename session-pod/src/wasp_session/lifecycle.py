@@ -4,7 +4,8 @@ Owns the order of one pod's session on the main thread (DESIGN.md,
 "Session lifecycle"): stand by until the lease is ours (``lease_keeper``),
 restore the auth state, pin the account the spec names, connect, then loop:
 hand each transport event to ``reactions``, let time pass for the ban timer
-and the checkpoint schedule (``checkpoints``), and read control commands.
+and the checkpoint schedule (``checkpoints``), and act on control commands
+(read by ``control.ControlInbox`` with a blocking wait, not polled).
 On SIGTERM it stops taking jobs, checkpoints a last time, stops the
 transport and releases the lease; on a lost lease it stops at once and
 writes nothing more. A Redis error in a round of the loop is logged once
@@ -36,6 +37,7 @@ from wasp_session.account_guard import AccountGuard, AccountPin
 from wasp_session.auth_store import AuthStore
 from wasp_session.checkpoints import CheckpointScheduler
 from wasp_session.config import Config
+from wasp_session.control import ControlInbox
 from wasp_session.errors import EXIT_LEASE_LOST, EXIT_OK, AuthStoreError, LeaseLostError
 from wasp_session.gate import SendGate
 from wasp_session.health import Heartbeats, bounds
@@ -44,8 +46,9 @@ from wasp_session.lease_keeper import LeaseKeeper
 from wasp_session.pairing_record import PairingRecord
 from wasp_session.phases import Phases, SessionExit
 from wasp_session.reactions import Collaborators, Reactions
+from wasp_session.rollback import RollbackReport
 from wasp_session.status import StatusBoard
-from wasp_session.transport.base import Transport
+from wasp_session.transport.base import Transport, TransportError
 
 log = structlog.stdlib.get_logger("wasp_session.lifecycle")
 _TICK = 0.1
@@ -90,7 +93,15 @@ class Lifecycle:
         )
         gate.fence_with(self._keeper.lease_valid)  # past the lease's deadline nothing is sent
         self._phases = Phases(status, gate, self._keeper.check)
-        self._checkpoints = CheckpointScheduler(store, config.timings, self._keeper.lose)
+        halts = PairingRecord(client, config.tenant, lease)  # windows and halts, across restarts
+        self._checkpoints = CheckpointScheduler(
+            store,
+            config.timings,
+            self._keeper.lose,
+            on_rollback=RollbackReport(status, self._phases, halts),  # Redis lost writes
+            writes_lost=status.writes_lost,  # the heartbeat says Redis lost some: check now
+            status=status,  # auth_generation: the operator's mark against a rollback
+        )
         self._guard = AccountGuard(
             tenant=config.tenant,
             pin=AccountPin(client, config.tenant),
@@ -99,6 +110,7 @@ class Lifecycle:
             checkpoints=self._checkpoints,
             phases=self._phases,
             status=status,
+            record=halts,
         )
         parts = Collaborators(
             transport=transport,
@@ -109,12 +121,13 @@ class Lifecycle:
             phases=self._phases,
             checkpoints=self._checkpoints,
             guard=self._guard,
-            pairing=PairingRecord(client, config.tenant, lease),
+            pairing=halts,
             lease_held=lease.holds,
             check_lease=self._keeper.check,
             beat=self._beat,
         )
         self._reactions = Reactions(config, parts, stop, rand)
+        self._inbox = ControlInbox(client, config.tenant)
         self._redis_down = False
 
     # ------------------------------------------------------------ public
@@ -144,6 +157,7 @@ class Lifecycle:
             code = exit_.code
         except LeaseLostError:
             code = EXIT_LEASE_LOST
+        self._inbox.stop()
         if self._keeper.lost.is_set() or not self._lease.holds():
             log.error("lease_lost_exiting")
             self._gate.close()
@@ -166,9 +180,11 @@ class Lifecycle:
             self._phases.fail("AuthRestoreFailed", str(error))
         self._checkpoints.account_kept = restored
         log.info("auth_restored" if restored else "auth_absent")
+        self._checkpoints.announce_generation()
         self._guard.pin_up_front(self._config.pairing_phone)
         self._checkpoints.restart_clock()
         self._reactions.resume()  # connects, unless the pairing record says halted
+        self._inbox.start()  # stopped when the session ends (``_run``)
         while not self._stop.is_set():
             self._beat()
             self._keeper.check()
@@ -199,16 +215,25 @@ class Lifecycle:
         self._stop.wait(_TICK)
 
     def _control(self) -> None:
-        raw = self._redis.lpop(contract.control_key(self._config.tenant))
+        raw = self._inbox.next()
         if raw is None:
             return
-        command = str(raw)
+        command = raw
         try:
             parsed = json.loads(command)
             if isinstance(parsed, dict):
                 command = str(parsed.get("command", ""))
         except ValueError:
             pass
+        if command == contract.CONTROL_UNLINK:  # the operator deletes the session: no new pairing
+            self._reactions.stay_unlinked()
+        if command in {contract.CONTROL_LOGOUT, contract.CONTROL_UNLINK}:  # LoggedOut follows
+            log.info("logout_requested", command=command)
+            try:
+                self._transport.logout()
+            except TransportError as error:
+                log.warning("logout_failed", error=str(error))
+            return
         if command != contract.CONTROL_PAIR:
             log.warning(
                 "control_command_unknown", command=command[: contract.MAX_ECHOED_INPUT_CHARS]

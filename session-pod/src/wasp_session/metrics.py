@@ -37,6 +37,14 @@ RECONNECTS = Counter(
 START_FAILURES = Counter("wasp_session_start_failures", "Starts of the connection that failed.")
 PAIRING_WINDOWS = Counter("wasp_session_pairing_windows", "Pairing windows (QR or code) opened.")
 KEEPALIVE_TIMEOUTS = Counter("wasp_session_keepalive_timeouts", "Keep-alive pings that failed.")
+BANS = Counter("wasp_session_bans", "Temporary bans WhatsApp imposed on the account.")
+ACCOUNTS_REFUSED = Counter(
+    "wasp_session_accounts_refused",
+    "Accounts refused for not being the pinned one (AccountMismatch).",
+)
+PAIR_PHONE_FAILURES = Counter(
+    "wasp_session_pair_phone_failures", "Pairing-code requests (PairPhone) WhatsApp refused."
+)
 TIMELOCKED = Gauge(
     "wasp_session_timelocked",
     "1 while WhatsApp's 463 reach-out timelock is taken to hold (sends to new contacts refused).",
@@ -51,6 +59,11 @@ CHECKPOINT_SECONDS = Histogram(
     "wasp_session_checkpoint_duration_seconds",
     "Time to back up, seal and write one checkpoint.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+REDIS_ROLLBACKS = Counter(
+    "wasp_session_redis_rollbacks",
+    "Times Redis held older auth state than this session had written (a rollback); "
+    "the newer state was written back.",
 )
 LOOP_LAST_BEAT = Gauge(
     "wasp_session_loop_last_beat_timestamp_seconds",

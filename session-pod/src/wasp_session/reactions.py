@@ -7,15 +7,17 @@ codes and counts pairing windows, in the tenant's pairing record too
 never shows one beyond the limit; checks every account that pairs or
 connects against the tenant's pin (``account_guard``) before it records the
 account, checkpoints it or opens the send gate; pauses on a disconnect;
-wipes and pairs again after a logout; waits out a ban; records WhatsApp's 463
-reach-out timelock (status, metric) until WhatsApp clears it or its bound
-passes, kept across restarts in the status hash (it stops no send: WhatsApp
-refuses the sends it covers, one message at a time);
+wipes and pairs again after a logout; waits out a ban, recorded (with its
+end on Redis's clock) in the tenant's halt record before it is shown, so a
+pod restarted while banned waits out the rest of it and connects only then;
+hands WhatsApp's 463 reach-out timelock to ``timelock`` (which records it
+until WhatsApp clears it or its bound passes);
 ends the session on fatal events. It connects the transport, retrying a
 failed start with full-jitter backoff up to the limit, and re-arms a halted
 session (Conflict, PairingExpired, a refused account) on a ``pair`` command.
-A Conflict or PairingExpired halt is recorded before it is shown, and a pod
-that starts with a recorded halt enters it without connecting (``resume``).
+A Conflict, PairingExpired or Banned halt is recorded before it is shown (a
+refused account by the account guard), and a pod that starts with a
+recorded halt enters it without connecting (``resume``).
 
 Must not keep the lease nor decide when to checkpoint on a schedule
 (``lease_keeper`` and ``checkpoints`` do); it asks for a checkpoint now
@@ -35,7 +37,6 @@ import structlog
 
 from wasp import contract
 from wasp.accounts import account_of_jid, mask_account
-from wasp.timestamps import parse_timestamp
 from wasp_session import metrics
 from wasp_session.account_guard import AccountGuard
 from wasp_session.auth_store import AuthStore
@@ -53,11 +54,13 @@ from wasp_session.decisions import (
     window_may_open,
 )
 from wasp_session.delivery.receipts import apply_receipt
+from wasp_session.delivery.sender import RedisClock
 from wasp_session.errors import EXIT_TRANSPORT_STOPPED
 from wasp_session.gate import SendGate
-from wasp_session.pairing_record import Pairing, PairingRecord
+from wasp_session.pairing_record import HALT_BANNED, Pairing, PairingRecord
 from wasp_session.phases import ACCOUNT_FIELDS, Phases, SessionExit
 from wasp_session.status import PAIRING_FIELDS, StatusBoard, rfc3339
+from wasp_session.timelock import TimelockRecord
 from wasp_session.transport.base import (
     Connected,
     KeepAliveTimedOut,
@@ -70,6 +73,7 @@ from wasp_session.transport.base import (
     TemporarilyBanned,
     Timelocked,
     Transport,
+    TransportError,
     TransportEvent,
 )
 
@@ -85,9 +89,9 @@ class _Counters:
     code_requested: bool = False
     paired_now: bool = False  # this connection paired (the device was not restored)
     connected_since: float | None = None
-    ban_ends: float | None = None
-    timelock_ends: float | None = None  # epoch seconds the 463 timelock is taken to end at
+    ban_ends: float | None = None  # epoch seconds (Redis's clock) the ban ends at
     halted: bool = False  # Conflict / PairingExpired / refused account: waits for `pair`
+    stay_unlinked: bool = False  # an `unlink` asked: the next logout halts, no new pairing
 
 
 @dataclass(frozen=True)
@@ -124,16 +128,30 @@ class Reactions:
         self._stop = stop
         self._rand = rand
         self._n = _Counters()
+        self._clock = RedisClock(parts.client)  # bans and timelocks end on Redis's clock
+        self._timelock = TimelockRecord(
+            parts.client,
+            parts.status,
+            tenant=config.tenant,
+            bound_seconds=config.timings.timelock,
+            now=self._now,
+        )
 
     # ------------------------------------------------------------ connecting
     def resume(self) -> None:
         """Take up the pairing record, then connect, unless it says the session is halted."""
-        self._restore_timelock()
+        self._timelock.restore()
         record = self._p.pairing.read()
         self._n.windows_used = record.windows
         if record.windows or record.halt:
             log.info("pairing_record_restored", windows=record.windows, halt=record.halt)
-        if record.halt:
+        if record.halt == HALT_BANNED:
+            if record.banned_until > self._now():
+                log.warning("session_ban_restored", until=rfc3339(record.banned_until))
+                self._enter_ban(record.reason, record.message, record.banned_until)
+                return
+            self._lift_ban()  # it ended while no pod ran
+        elif record.halt:
             self._n.halted = True
             self._p.phases.enter(record.halt, record.reason, record.message, remove=PAIRING_FIELDS)
             return
@@ -154,13 +172,14 @@ class Reactions:
             log.info("transport_started", transport=self._config.transport)
             return
 
-    def _start_failed(self, error: StartError) -> None:
+    def _start_failed(self, error: TransportError, reason: str = "StartFailed") -> None:
+        """A start (or the pairing-code request after it) failed: back off, or fail at the limit."""
         self._n.start_failures += 1
         metrics.START_FAILURES.inc()
         metrics.RECONNECTS.inc()
         failures, limit = self._n.start_failures, self._config.max_start_failures
         if start_failure_is_fatal(failures, limit):
-            self._p.phases.fail("StartFailed", f"{failures} starts failed in a row; last: {error}")
+            self._p.phases.fail(reason, f"{failures} starts failed in a row; last: {error}")
         t = self._config.timings
         attempt = self._n.backoff_attempt
         delay = backoff_delay(attempt, t.reconnect_base, t.reconnect_max, self._rand)
@@ -168,15 +187,16 @@ class Reactions:
         self._n.backoff_attempt += 1
         log.warning(
             "start_failed",
+            reason=reason,
             error=str(error),
             failures=failures,
             retry_in=delay,
             backoff_ceiling=ceiling,
         )
-        self._p.status.record_error("StartFailed", str(error))
+        self._p.status.record_error(reason, str(error))
         self._p.phases.enter(
             "Reconnecting",
-            "StartFailed",
+            reason,
             f"Start {failures} of {limit} failed ({error}); retrying in {delay:.1f} s.",
         )
         self._wait_beating(delay)
@@ -210,7 +230,7 @@ class Reactions:
                 apply_receipt(self._p.client, self._config.tenant, event)
                 self._p.checkpoints.mark_dirty()
             case Timelocked(active=active):
-                self._timelock(active=active)
+                self._timelock.seen(active=active)
             case KeepAliveTimedOut():
                 metrics.KEEPALIVE_TIMEOUTS.inc()
             case PairFailed(reason=reason):
@@ -283,7 +303,7 @@ class Reactions:
         if isinstance(event, QRCodeIssued) and method_is_code:
             if not self._n.code_requested and self._config.pairing_phone:
                 self._n.code_requested = True
-                self._p.transport.pair_phone(self._config.pairing_phone)
+                self._request_code(self._config.pairing_phone)
             return
         field = (
             contract.STATUS_QR if isinstance(event, QRCodeIssued) else contract.STATUS_PAIRING_CODE
@@ -295,12 +315,31 @@ class Reactions:
             decision.message,
             extra={
                 field: event.code,
-                contract.STATUS_PAIRING_EXPIRES_AT: rfc3339(time.time() + event.valid_seconds),
+                contract.STATUS_PAIRING_EXPIRES_AT: rfc3339(self._now() + event.valid_seconds),
                 contract.STATUS_PAIRING_WINDOW: str(self._n.windows_used + 1),
             },
         )
         self._p.status.publish_pairing(event.code)
         log.info("pairing_code_issued", kind=field, valid_seconds=event.valid_seconds)
+
+    def _request_code(self, phone_digits: str) -> None:
+        """Ask for the pairing code; a refusal is a failed start: backoff, reconnect, or Failed.
+
+        WhatsApp refuses a number, rate-limits, or the network fails: the
+        window is not counted (none was shown), the refusal is the status's
+        last error and reason (``PairPhoneFailed``), and after
+        ``WASP_MAX_START_FAILURES`` in a row the session fails with it.
+        """
+        try:
+            self._p.transport.pair_phone(phone_digits)
+        except TransportError as error:
+            metrics.PAIR_PHONE_FAILURES.inc()
+            log.warning("pair_phone_failed", error=str(error))
+            self._n.window_open = False
+            self._record_windows()  # the window opened for it showed nothing
+            self._p.transport.stop()
+            self._start_failed(error, "PairPhoneFailed")
+            self.connect()
 
     def _paired(self, event: PairSucceeded) -> None:
         if not self._p.guard.admit(event.jid, restored=False):
@@ -365,70 +404,55 @@ class Reactions:
         self._p.store.delete()
         self._p.transport.stop()
         self._p.store.wipe_local()
+        if self._n.stay_unlinked:  # the session is being deleted: no QR, no code, ever again
+            self._halt(Decision(Action.HALT, "LoggedOut", reason, message))
+            log.info("session_stays_unlinked")
+            return
         self.connect()
 
     def _banned(self, event: TemporarilyBanned, decision: Decision) -> None:
-        until = time.time() + event.expires_in_seconds
-        self._p.gate.set_banned_until(until)
+        """Banned: recorded first (its end on Redis's clock), so a restarted pod waits too."""
+        until = self._now() + event.expires_in_seconds
+        reason, message = decision.reason, decision.message
+        self._p.pairing.save(Pairing(self._n.windows_used, HALT_BANNED, reason, message, until))
+        metrics.BANS.inc()
         self._p.transport.stop()
-        self._n.ban_ends = time.monotonic() + event.expires_in_seconds
-        self._p.status.record_error(decision.reason, decision.message)
-        self._p.phases.enter(
-            "Banned",
-            decision.reason,
-            decision.message,
-            extra={contract.STATUS_BANNED_UNTIL: rfc3339(until)},
-        )
+        self._p.status.record_error(reason, message)
+        self._enter_ban(reason, message, until)
         log.warning("session_banned", code=event.code, seconds=event.expires_in_seconds)
 
-    def _timelock(self, *, active: bool) -> None:
-        """A 463 (again: the bound counts from the last one), or WhatsApp clearing it."""
-        if not active:
-            self._end_timelock("WhatsApp cleared it")
-            return
-        until = time.time() + self._config.timings.timelock
-        self._n.timelock_ends = until
-        metrics.TIMELOCKED.set(1)
-        self._p.status.update(
-            {contract.STATUS_TIMELOCKED: "1", contract.STATUS_TIMELOCKED_UNTIL: rfc3339(until)}
+    def _enter_ban(self, reason: str, message: str, until: float) -> None:
+        """Wait in ``Banned`` until ``until`` (Redis's clock); ``tick`` reconnects then."""
+        self._n.ban_ends = until
+        self._p.gate.set_banned_for(max(0.0, until - self._now()))
+        self._p.phases.enter(
+            "Banned", reason, message, extra={contract.STATUS_BANNED_UNTIL: rfc3339(until)}
         )
-        log.warning("session_timelocked", until=rfc3339(until))
 
-    def _end_timelock(self, why: str) -> None:
-        self._n.timelock_ends = None
-        metrics.TIMELOCKED.set(0)
-        self._p.status.update(remove=(contract.STATUS_TIMELOCKED, contract.STATUS_TIMELOCKED_UNTIL))
-        log.info("session_timelock_cleared", why=why)
+    def _lift_ban(self) -> None:
+        """The ban ended: the record keeps the window count, and no halt."""
+        self._n.ban_ends = None
+        self._p.gate.set_banned_for(None)
+        self._record_windows()
 
-    def _restore_timelock(self) -> None:
-        """Take up a timelock an earlier pod recorded, or clear it if its bound has passed."""
-        key = contract.status_key(self._config.tenant)
-        held, until = self._p.client.hmget(
-            key, [contract.STATUS_TIMELOCKED, contract.STATUS_TIMELOCKED_UNTIL]
-        )
-        if held is None:
-            return
-        try:
-            ends = parse_timestamp(str(until)).timestamp()
-        except ValueError:
-            ends = 0.0  # no bound recorded (an older pod's record): taken as ended
-        if ends <= time.time():
-            self._end_timelock("its bound passed while no pod ran")
-            return
-        self._n.timelock_ends = ends
-        metrics.TIMELOCKED.set(1)
-        log.warning("session_timelock_restored", until=until)
+    def _record_windows(self) -> None:
+        """The record holds the windows used so far, and no halt."""
+        if self._n.windows_used:
+            self._p.pairing.save(Pairing(self._n.windows_used))
+        else:
+            self._p.pairing.clear()
+
+    def _now(self) -> float:
+        """Epoch seconds on Redis's clock (every pod of the tenant shares it)."""
+        return self._clock.now().timestamp()
 
     # ------------------------------------------------------------ time, commands
     def tick(self) -> None:
         """End the timelock past its bound; reconnect when a ban has expired."""
-        ends = self._n.timelock_ends
-        if ends is not None and time.time() >= ends:
-            self._end_timelock(f"its bound passed ({self._config.timings.timelock:.0f} s)")
-        if self._n.ban_ends is None or time.monotonic() < self._n.ban_ends:
+        self._timelock.tick()
+        if self._n.ban_ends is None or self._now() < self._n.ban_ends:
             return
-        self._n.ban_ends = None
-        self._p.gate.set_banned_until(None)
+        self._lift_ban()
         log.info("session_ban_expired")
         self._p.phases.enter(
             "Starting",
@@ -438,6 +462,10 @@ class Reactions:
         )
         self.connect()
 
+    def stay_unlinked(self) -> None:
+        """An ``unlink`` command: the logout that follows halts in LoggedOut (``pair`` re-arms)."""
+        self._n.stay_unlinked = True
+
     def rearm(self) -> None:
         """A ``pair`` command: start pairing (or connecting) again if the session is halted."""
         if not self._n.halted:
@@ -445,6 +473,7 @@ class Reactions:
             return
         log.info("control_pair", phase=self._p.phases.current)
         self._n.halted = False
+        self._n.stay_unlinked = False
         self._reset_pairing()
         self._p.phases.enter("Starting", "PairRequested", "Pairing re-armed; connecting.")
         self.connect()

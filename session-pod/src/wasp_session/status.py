@@ -16,7 +16,12 @@ resource owns the tenant) may leave its reason with ``record_refusal``: only
 while no pod holds the lease, and without a token, so the operator never
 relays it and no live holder's status is overwritten.
 
-The heartbeat is refreshed without a publication (it is not a change).
+The heartbeat is refreshed without a publication (it is not a change); a
+heartbeat that finds the field no longer the one this pod wrote last sets
+``writes_lost`` (Redis restarted without its writes, or was rolled back):
+whoever holds the auth state checks it with a checkpoint. ``rewrite`` puts
+the hash back as this pod last wrote it, for a Redis that lost recent
+writes (rolled back to an older snapshot, ``rollback``).
 Decides nothing: the lifecycle says what to write.
 """
 
@@ -31,6 +36,7 @@ import redis
 
 from wasp import contract, timestamps
 from wasp.timestamps import format_seconds
+from wasp_session.delivery.sender import RedisClock
 from wasp_session.errors import LeaseLostError
 from wasp_session.lease import Lease
 
@@ -38,6 +44,10 @@ PAIRING_FIELDS = (
     contract.STATUS_QR,
     contract.STATUS_PAIRING_CODE,
     contract.STATUS_PAIRING_EXPIRES_AT,
+)
+# Fields written outside the fenced script (a standby's, the heartbeat): never rewritten.
+_NOT_REWRITTEN = frozenset(
+    {contract.STATUS_HEARTBEAT, contract.STATUS_STANDBY_POD, contract.STATUS_STANDBY_SINCE}
 )
 
 # KEYS: status hash, lease. ARGV[1]: the lease value we hold, or "" for "only
@@ -79,6 +89,16 @@ class StatusBoard:
         self._key = contract.status_key(tenant)
         self._write = client.register_script(_WRITE)
         self._lock = threading.Lock()
+        self._written: dict[str, str] = {}  # the hash as this pod's last write left it
+        self._beat: str | None = None  # the heartbeat this pod wrote last
+        self.writes_lost = threading.Event()  # a heartbeat found its last one gone
+        # Phase changes and errors are dated on Redis's clock, not this pod's: the
+        # operator compares ``updated_at`` with the pod's creation (the API's clock).
+        self._clock = RedisClock(client)
+
+    def _now(self) -> str:
+        """Now on Redis's clock, RFC 3339 UTC, second precision."""
+        return format_seconds(self._clock.now())
 
     def _run(self, lease_value: str, values: dict[str, str], remove: tuple[str, ...]) -> Any:  # noqa: ANN401 - a script's reply
         pairs = [item for field in values.items() for item in field]
@@ -88,6 +108,7 @@ class StatusBoard:
 
     def _publish(self, reply: list[str]) -> dict[str, str]:
         status = dict(zip(reply[::2], reply[1::2], strict=True))
+        self._written = status
         self._redis.publish(
             contract.events_channel(self._tenant), json.dumps(status, sort_keys=True)
         )
@@ -110,7 +131,7 @@ class StatusBoard:
         values[contract.STATUS_POD] = self._pod
         values[contract.STATUS_LEASE_TOKEN] = str(token)
         if contract.STATUS_PHASE in values:
-            values[contract.STATUS_UPDATED_AT] = utc_now()
+            values[contract.STATUS_UPDATED_AT] = self._now()
         with self._lock:
             reply = self._run(lease_value, values, remove)
             if reply is None and self._lease.renew():  # it expired unclaimed: ours again
@@ -120,6 +141,20 @@ class StatusBoard:
                 msg = "the lease was lost before the status was written"
                 raise LeaseLostError(msg)
             return self._publish(reply)
+
+    def rewrite(self, fields: dict[str, str]) -> dict[str, str]:
+        """Write the hash back as this pod last wrote it, plus ``fields``; return it.
+
+        For a Redis that lost recent writes: its hash may show an old phase,
+        QR code or account. Fields this pod did not write last are removed;
+        the heartbeat and a standby's fields are left as they are.
+        """
+        with self._lock:
+            known = {k: v for k, v in self._written.items() if k not in _NOT_REWRITTEN}
+        values = {**known, **fields}
+        present = {str(field) for field in self._redis.hkeys(self._key)}
+        stale = tuple(sorted(present - set(values) - _NOT_REWRITTEN))
+        return self.update(values, stale)
 
     def set_phase(
         self,
@@ -145,7 +180,7 @@ class StatusBoard:
             {
                 contract.STATUS_LAST_ERROR_REASON: reason,
                 contract.STATUS_LAST_ERROR_MESSAGE: message,
-                contract.STATUS_LAST_ERROR_AT: utc_now(),
+                contract.STATUS_LAST_ERROR_AT: self._now(),
             }
         )
 
@@ -157,7 +192,7 @@ class StatusBoard:
         so the operator relays none of it; a live holder's status is left as
         it is. Returns whether the status was written.
         """
-        now = utc_now()
+        now = self._now()
         values = {
             contract.STATUS_PHASE: "Failed",
             contract.STATUS_REASON: reason,
@@ -182,8 +217,15 @@ class StatusBoard:
         self._redis.publish(contract.qr_channel(self._tenant), code)
 
     def heartbeat(self) -> None:
-        """Refresh the heartbeat field (no publication)."""
-        self._redis.hset(self._key, contract.STATUS_HEARTBEAT, utc_now())
+        """Refresh the heartbeat field (no publication); set ``writes_lost`` if the last is gone."""
+        now = utc_now()
+        with self._redis.pipeline(transaction=False) as pipe:  # one round trip, as one HSET
+            pipe.hget(self._key, contract.STATUS_HEARTBEAT)
+            pipe.hset(self._key, contract.STATUS_HEARTBEAT, now)
+            found, _ = pipe.execute()
+        if self._beat is not None and found != self._beat:
+            self.writes_lost.set()
+        self._beat = now
 
     def announce_standby(self) -> None:
         """Say that this pod waits for the lease, without touching the phase or the token."""

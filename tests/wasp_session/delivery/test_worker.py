@@ -25,6 +25,7 @@ from wasp.messages import MessageStatus
 from wasp_session.delivery import DeliveryContext, DeliverySettings, run_delivery
 from wasp_session.delivery.receipts import apply_receipt
 from wasp_session.gate import SendGate
+from wasp_session.health import JOB_WAIT_SECONDS
 from wasp_session.transport.base import (
     NotConnectedError,
     ReceiptReceived,
@@ -354,3 +355,38 @@ def test_no_log_line_of_the_client_or_the_worker_holds_a_full_phone_number(
         assert number.removeprefix("+") not in text
     events = {entry["event"] for entry in logs}
     assert {"otp_enqueued", "otp_retry_scheduled", "otp_sent", "otp_failed"} <= events
+
+
+def _blocked_in(client: redis.Redis, command: str) -> bool:
+    """Whether some client of the server is blocked in ``command`` (CLIENT LIST)."""
+    return any(
+        entry.get("cmd") == command and "b" in str(entry.get("flags", ""))
+        for entry in client.client_list()
+    )
+
+
+def test_a_job_enqueued_while_the_idle_worker_waits_is_handed_over_at_once(
+    delivery: Delivery,
+) -> None:
+    deadline = time.monotonic() + 10
+    while not _blocked_in(delivery.redis, "blmove"):  # idle: a blocking wait, not a poll
+        assert time.monotonic() < deadline, "the worker never waited for a job"
+        time.sleep(0.05)
+    message_id = delivery.client.send_otp(PHONE, "1234")
+    # Sent within half of one wait: Redis handed the job over, no poll found it.
+    status = delivery.wait(message_id, timeout=JOB_WAIT_SECONDS / 2)
+    assert status.state == "sent"
+
+
+def test_an_idle_worker_told_to_stop_stops_without_waiting_out_its_wait(
+    redis_server: object, redis_client: redis.Redis
+) -> None:
+    running, finish = start_delivery(redis_server.url, redis_client)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not _blocked_in(running.redis, "blmove"):
+        assert time.monotonic() < deadline, "the worker never waited for a job"
+        time.sleep(0.05)
+    started = time.monotonic()
+    finish()  # asserts the worker's thread ended
+    assert time.monotonic() - started < JOB_WAIT_SECONDS / 2
+    assert not _blocked_in(running.redis, "blmove")  # its wait ended with it

@@ -3,8 +3,10 @@
 Owns the worker's path from the queue to a runnable RQ ``Job``, in place of
 RQ's own ``Queue.dequeue_any`` (which would ``Job.fetch`` whatever hash it
 finds). The job id is moved to RQ's intermediate queue (``BLMOVE``, as RQ
-does), then one Lua script reads the job hash only if it is a hash of at
-most ``contract.MAX_JOB_HASH_BYTES`` (a bigger one is refused unread), and
+does: a blocking wait on a connection of its own, ``blocking_connection``,
+that ``interrupt()`` cuts short when the worker stops or its gate closes),
+then one Lua script reads the job hash only if it is a hash of at most
+``contract.MAX_JOB_HASH_BYTES`` (a bigger one is refused unread), and
 ``admission.admit`` judges the bytes. A refused job ends ``failed`` in RQ
 (status, error text, the failed registry, expiring with the OTP) and its
 message, when one can be read, ``failed/invalid_job``; nothing of it is
@@ -26,7 +28,6 @@ from typing import Any, Final, cast
 import redis
 import structlog
 from rq import Queue
-from rq.exceptions import DequeueTimeout
 from rq.job import Job, JobStatus
 from rq.utils import current_timestamp
 
@@ -34,6 +35,7 @@ from wasp import contract, queueing
 from wasp.messages import MessageStore
 from wasp.redaction import mask_numbers
 from wasp.timestamps import format_timestamp, utc_now
+from wasp_session.blocking_connection import BlockingConnection, WaitInterruptedError
 from wasp_session.delivery import metrics
 from wasp_session.delivery.admission import (
     MAX_JOB_FIELDS,
@@ -113,6 +115,8 @@ class JobIntake:
         self._store = MessageStore(self._connection, tenant)
         self._read = self._connection.register_script(_READ_BOUNDED)
         self._intermediate_key = queue.intermediate_queue_key
+        self._waits = BlockingConnection(self._connection)
+        self.waited_out = False  # whether the last ``take`` found the queue empty all along
         self._log = log.bind(tenant=tenant)
 
     def is_message_done(self, message_id: str) -> bool:
@@ -120,21 +124,36 @@ class JobIntake:
         status = self._store.get(message_id)
         return status is not None and not status.is_pending
 
-    def take(self, timeout: int) -> Job | None:
-        """The next admitted job, waiting up to ``timeout`` seconds; None if none came."""
+    def take(self, timeout: float) -> Job | None:
+        """The next admitted job, waiting up to ``timeout`` seconds; None if none came.
+
+        None at once if ``interrupt()`` cut the wait short.
+        """
+        self.waited_out = False
         try:
-            popped = Queue.lmove(self._connection, self._queue.key, timeout)
-        except DequeueTimeout:
+            raw_id = cast(
+                "bytes | None",
+                self._waits.blmove(self._queue.key, self._intermediate_key, timeout),
+            )
+        except WaitInterruptedError:
             return None
-        if popped is None:
+        if raw_id is None:
+            self.waited_out = True
             return None
-        raw_id = cast("bytes", popped[1])
         try:
             job_id = raw_id.decode("utf-8")
         except UnicodeDecodeError:
             self._refuse_unnamed(raw_id)
             return None
         return self.admit(job_id)
+
+    def interrupt(self) -> None:
+        """End the current wait for a job now, or the next one at once (any thread)."""
+        self._waits.interrupt()
+
+    def close(self) -> None:
+        """Close the connection the waits use (after the last ``take``)."""
+        self._waits.close()
 
     def _refuse_unnamed(self, raw_id: bytes) -> None:
         """A job id that is not UTF-8 (RQ never writes one): off the queue, its hash ``failed``.
@@ -237,7 +256,8 @@ class JobIntake:
         )
         if message_id is None or status is None or not status.is_pending:
             return
-        if status.expires_at is None or utc_now() < status.expires_at:
+        seconds, micros = self._connection.time()  # Redis's clock, as every TTL decision
+        if status.expires_at is None or seconds + micros / 1e6 < status.expires_at.timestamp():
             return
         msg = f"not sent: its time to live ended at {format_timestamp(status.expires_at)}"
         if self._store.fail(message_id, "expired", msg):

@@ -17,6 +17,9 @@ acknowledges, the WhatsApp id is written into it. A second attempt then finds:
   too. A job that kills the process every time is sent at most twice, then
   given up (``crashed``), never resent on every restart until its TTL ends.
 
+A message paced (``pacing.py``) takes its token in the same script, just
+before the claim, and claims nothing when the token is not there.
+
 A send that failed for sure (``SendError``) releases the marker; one that may
 have gone (``SendUncertainError``) keeps it.
 """
@@ -31,37 +34,53 @@ import redis
 import redis.client
 
 from wasp import contract
+from wasp_session.delivery.pacing import ACQUIRE_LUA, SendPacer
 
-# KEYS: marker. ARGV: owner, ttl, most takeovers. After a failed SET NX: inspect,
-# and take over a marker without a WhatsApp id left by another owner, counting
-# the takeovers in the new owner (``<owner>#<n>``) up to the most allowed.
-_INSPECT: Final = """
-local value = redis.call('GET', KEYS[1])
+# KEYS: pacing bucket, marker. ARGV: sends a minute (<= 0: no pacing), owner, ttl,
+# most takeovers. First the pacing token (``pacing.ACQUIRE_LUA``): not there, reply
+# {'wait', seconds} and claim nothing. Then SET NX the marker; when it exists,
+# inspect it, and take over one without a WhatsApp id left by another owner,
+# counting the takeovers in the new owner (``<owner>#<n>``) up to the most allowed.
+_CLAIM: Final = (
+    ACQUIRE_LUA
+    + """
+if tonumber(ARGV[1]) > 0 then
+  local wait = acquire(KEYS[1], ARGV[1])
+  if wait > 0 then
+    return {'wait', string.format('%.6f', wait)}
+  end
+end
+local marker, owner, ttl = KEYS[2], ARGV[2], ARGV[3]
+if redis.call('SET', marker, owner .. '|', 'NX', 'EX', ttl) then
+  return {'claimed', ''}
+end
+local value = redis.call('GET', marker)
 if not value then
-  redis.call('SET', KEYS[1], ARGV[1] .. '|', 'EX', ARGV[2])
+  redis.call('SET', marker, owner .. '|', 'EX', ttl)
   return {'claimed', ''}
 end
 local sep = string.find(value, '|', 1, true)
-local owner = string.sub(value, 1, sep - 1)
+local previous = string.sub(value, 1, sep - 1)
 local whatsapp_id = string.sub(value, sep + 1)
 if whatsapp_id ~= '' then
   return {'sent', whatsapp_id}
 end
 local takeovers = 0
-local mark = string.find(owner, '#', 1, true)
+local mark = string.find(previous, '#', 1, true)
 if mark then
-  takeovers = tonumber(string.sub(owner, mark + 1)) or 0
-  owner = string.sub(owner, 1, mark - 1)
+  takeovers = tonumber(string.sub(previous, mark + 1)) or 0
+  previous = string.sub(previous, 1, mark - 1)
 end
-if owner == ARGV[1] then
-  return {'uncertain', owner}
+if previous == owner then
+  return {'uncertain', previous}
 end
-if takeovers >= tonumber(ARGV[3]) then
-  return {'crashed', owner}
+if takeovers >= tonumber(ARGV[4]) then
+  return {'crashed', previous}
 end
-redis.call('SET', KEYS[1], ARGV[1] .. '#' .. (takeovers + 1) .. '|', 'EX', ARGV[2])
-return {'takeover', owner}
+redis.call('SET', marker, owner .. '#' .. (takeovers + 1) .. '|', 'EX', ttl)
+return {'takeover', previous}
 """
+)
 # Resends after a crash during the send: one, so a job that kills its process
 # every time goes out at most twice and then fails (``Claim.CRASHED``).
 MAX_TAKEOVERS: Final = 1
@@ -75,11 +94,16 @@ class Claim(enum.Enum):
     SENT = "sent"  # it went: do not send
     UNCERTAIN = "uncertain"  # this process may have sent: do not send
     CRASHED = "crashed"  # the process died during the send and its resend: do not send
+    WAIT = "wait"  # not this message's turn yet (pacing): nothing claimed, try again later
 
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """The claim and, when ``SENT``, the WhatsApp id (``TAKEOVER``, ``CRASHED``: the dead owner)."""
+    """The claim and its detail.
+
+    ``SENT``: the WhatsApp id; ``TAKEOVER``, ``CRASHED``: the dead owner;
+    ``WAIT``: the seconds until the pacing token is there.
+    """
 
     claim: Claim
     detail: str = ""
@@ -92,21 +116,26 @@ def _text(value: object) -> str:
 class SentMarkers:
     """One tenant's sent markers and WhatsApp-id mappings."""
 
-    def __init__(self, client: redis.Redis, tenant: str, owner: str) -> None:
-        """Claim markers as ``owner`` (unique per process run)."""
+    def __init__(
+        self, client: redis.Redis, tenant: str, owner: str, pacer: SendPacer | None = None
+    ) -> None:
+        """Claim markers as ``owner`` (unique per process run), each after ``pacer``'s token."""
         self._client = client
         self._tenant = tenant
         self._owner = owner
-        self._inspect = client.register_script(_INSPECT)
+        self._pacer = pacer
+        self._claim = client.register_script(_CLAIM)
         self._ttl = contract.MESSAGE_RETENTION_SECONDS
 
     def claim(self, message_id: str) -> ClaimResult:
-        """Claim the right to send ``message_id`` now."""
+        """Take the pacing token and claim the right to send ``message_id`` now (one round trip).
+
+        ``Claim.WAIT`` when the token is not there yet: nothing was claimed.
+        """
         key = contract.sent_marker_key(self._tenant, message_id)
-        if self._client.set(key, f"{self._owner}|", nx=True, ex=self._ttl):
-            return ClaimResult(Claim.CLAIMED)
-        args: list[str | int] = [self._owner, self._ttl, MAX_TAKEOVERS]
-        outcome = cast("list[object]", self._inspect(keys=[key], args=args))
+        bucket, rate = (self._pacer.key, self._pacer.rate) if self._pacer else (key, 0.0)
+        args: list[str | int | float] = [rate, self._owner, self._ttl, MAX_TAKEOVERS]
+        outcome = cast("list[object]", self._claim(keys=[bucket, key], args=args))
         return ClaimResult(Claim(_text(outcome[0])), _text(outcome[1]))
 
     def release(self, message_id: str) -> None:

@@ -7,7 +7,9 @@ after a restart, shares one bucket). The bucket holds one token at most and
 ``settle()`` empties it when a send ends, so consecutive sends are at least
 ``60 / rate_per_minute`` seconds apart, end to start: no window of 60 seconds
 ever holds more than ``rate_per_minute`` sends, and WhatsApp never sees a
-burst. Must not send or sleep; the caller decides how to wait.
+burst. The sender takes the token in the same script that claims the sent
+marker (``markers.py``, ``ACQUIRE_LUA``): one round trip. Must not send or
+sleep; the caller decides how to wait.
 """
 
 from __future__ import annotations
@@ -19,27 +21,29 @@ import redis.client
 
 from wasp import contract
 
-# KEYS: bucket. ARGV: rate per minute. Returns "0" when a token was taken, else the
-# seconds until one will be there.
-_ACQUIRE: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local rate = tonumber(ARGV[1]) / 60.0
-local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or '1')
-local ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or tostring(now))
-tokens = math.min(1, tokens + math.max(0, now - ts) * rate)
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  wait = (1 - tokens) / rate
+# A Lua function for the scripts that take a token (``markers.py`` takes it with its
+# claim): take the token from ``bucket`` refilled at ``per_minute``; return 0 when
+# taken, else the seconds until one will be there.
+ACQUIRE_LUA: Final = """
+local function acquire(bucket, per_minute)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local rate = tonumber(per_minute) / 60.0
+  local tokens = tonumber(redis.call('HGET', bucket, 'tokens') or '1')
+  local ts = tonumber(redis.call('HGET', bucket, 'ts') or tostring(now))
+  tokens = math.min(1, tokens + math.max(0, now - ts) * rate)
+  local wait = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+  else
+    wait = (1 - tokens) / rate
+  end
+  redis.call('HSET', bucket, 'tokens', string.format('%.9f', tokens),
+             'ts', string.format('%.6f', now))
+  redis.call('EXPIRE', bucket, 3600)
+  return wait
 end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.9f', tokens),
-           'ts', string.format('%.6f', now))
-redis.call('EXPIRE', KEYS[1], 3600)
-return string.format('%.6f', wait)
 """
-
 # KEYS: bucket. A send just ended: the next token starts filling now.
 _SETTLE: Final = """
 local t = redis.call('TIME')
@@ -57,20 +61,22 @@ class SendPacer:
         """Pace ``tenant``'s sends at ``rate_per_minute``."""
         self._key = contract.rate_limit_key(tenant)
         self._rate = rate_per_minute
-        self._acquire = client.register_script(_ACQUIRE)
         self._settle = client.register_script(_SETTLE)
+
+    @property
+    def key(self) -> str:
+        """The bucket's Redis key."""
+        return self._key
+
+    @property
+    def rate(self) -> float:
+        """Sends a minute at most (``<= 0``: no limit)."""
+        return self._rate
 
     @property
     def limited(self) -> bool:
         """Whether sends are paced at all."""
         return self._rate > 0
-
-    def try_acquire(self) -> float:
-        """Take the token (return 0.0), or return the seconds until it is there."""
-        if not self.limited:
-            return 0.0
-        wait = self._acquire(keys=[self._key], args=[self._rate])
-        return float(wait.decode() if isinstance(wait, bytes) else wait)
 
     def settle(self) -> None:
         """Record that a send ended now: the next token is a full interval away."""

@@ -4,14 +4,16 @@ The lifecycle calls ``apply_receipt`` for every ``ReceiptReceived`` event,
 on its own thread. Each WhatsApp id is mapped back to wasp's message id
 (``contract.whatsapp_id_key``) and the message moved forward through
 ``wasp.messages`` (never backwards: a late ``delivered`` after ``read`` is
-ignored). A receipt that arrives before the worker has recorded its send is
-parked under ``contract.early_receipt_key`` and applied by the worker right
-after it records the send (``apply_early_receipt``). Must not send anything,
+ignored); the lookup and the move are one round trip. A receipt that
+arrives before the worker has recorded its send is parked under
+``contract.early_receipt_key`` and applied by the worker right after it
+records the send (``apply_early_receipt``). Must not send anything,
 and must stay quick: it runs on the thread that reads WhatsApp's events.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Final
 
@@ -42,29 +44,34 @@ def _moment(timestamp: float) -> datetime | None:
     return datetime.fromtimestamp(timestamp, UTC) if timestamp > 0 else None
 
 
+@functools.lru_cache(maxsize=4)
+def _store(client: redis.Redis, tenant: str) -> MessageStore:
+    """The tenant's message store, made once (it registers its scripts)."""
+    return MessageStore(client, tenant)
+
+
 def apply_receipt(client: redis.Redis, tenant: str, receipt: ReceiptReceived) -> None:
     """Record ``receipt`` on the messages it names and publish the change."""
     state = _STATES.get(receipt.kind.lower())
     if state is None:
         return
-    store = MessageStore(client, tenant)
+    store = _store(client, tenant)
     for whatsapp_id in receipt.whatsapp_ids:
-        raw = client.get(contract.whatsapp_id_key(tenant, whatsapp_id))
-        if raw is None:
+        index = contract.whatsapp_id_key(tenant, whatsapp_id)
+        moved, message_id = store.transition_referenced(index, state, at=_moment(receipt.timestamp))
+        if message_id is None:
             # The worker has not recorded this send yet: park it (keep "read" over "delivered").
             key = contract.early_receipt_key(tenant, whatsapp_id)
             client.set(key, state, ex=_EARLY_TTL_SECONDS, nx=state != "read")
             log.debug("receipt_parked", tenant=tenant, whatsapp_id=whatsapp_id, state=state)
             # The worker may have recorded it in between: then apply what was parked now.
-            raw = client.get(contract.whatsapp_id_key(tenant, whatsapp_id))
+            raw = client.get(index)
             if raw is not None:
                 apply_early_receipt(client, store, tenant, _text(raw), whatsapp_id)
             continue
-        message_id = _text(raw)
-        moved = store.transition(message_id, state, at=_moment(receipt.timestamp), must_exist=True)
         if moved:
             metrics.count_state(tenant, state)
-            log.info("otp_receipt", tenant=tenant, message_id=message_id, state=state)
+            log.debug("otp_receipt", tenant=tenant, message_id=message_id, state=state)
 
 
 def apply_early_receipt(
@@ -79,4 +86,4 @@ def apply_early_receipt(
         return
     if store.transition(message_id, state, must_exist=True):
         metrics.count_state(tenant, state)
-        log.info("otp_receipt", tenant=tenant, message_id=message_id, state=state, early=True)
+        log.debug("otp_receipt", tenant=tenant, message_id=message_id, state=state, early=True)

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import redis
 import redis.client
@@ -38,7 +38,7 @@ from rq.job import Job, Retry
 
 from wasp import contract
 from wasp.errors import InvalidCodeError, InvalidNumberError, InvalidTemplateError
-from wasp.messages import FailureReason, MessageStore, decode_reply
+from wasp.messages import FailureReason, MessageStore, Start, decode_reply, decode_start
 from wasp.phones import e164_digits, normalize_phone
 from wasp.redaction import mask_numbers
 from wasp.templates import render_message
@@ -51,7 +51,7 @@ from wasp_session.delivery.arguments import (
     valid_ttl_seconds,
 )
 from wasp_session.delivery.context import DeliveryContext
-from wasp_session.delivery.markers import Claim, SentMarkers
+from wasp_session.delivery.markers import Claim, ClaimResult, SentMarkers
 from wasp_session.delivery.pacing import SendPacer
 from wasp_session.delivery.receipts import apply_early_receipt
 from wasp_session.transport.base import (
@@ -109,6 +109,15 @@ def _send_failure(error: SendError) -> Exception:
     return _Failed(reason="send_error", error=str(error))
 
 
+class _Begun(NamedTuple):
+    """A job whose message is pending: its TTL's end, and how far ``_begin`` got."""
+
+    expires_at: datetime
+    sending: bool  # moved to sending already
+    cached: object  # the on-WhatsApp cache's answer, read with the move
+    prepared: tuple[str, str] | None  # the number and text, if made already
+
+
 class RedisClock:
     """The present on Redis's clock (``TIME``), never on this pod's wall clock.
 
@@ -152,8 +161,8 @@ class OtpSender:
         self._client = client
         self._stop = stop
         self._store = MessageStore(client, context.tenant)
-        self._markers = SentMarkers(client, context.tenant, owner)
         self._pacer = SendPacer(client, context.tenant, context.settings.rate_per_minute)
+        self._markers = SentMarkers(client, context.tenant, owner, self._pacer)
         self._clock = RedisClock(client)
         self._log = log.bind(tenant=context.tenant)
         self._store.ensure_loaded()
@@ -193,35 +202,27 @@ class OtpSender:
         attempt: int,
     ) -> Retry | None:
         message_id = request.message_id
-        expires_at = created_at + timedelta(seconds=request.ttl_seconds)
-        status = self._store.create_and_read(
-            message_id, phone=None, created_at=created_at, expires_at=expires_at
-        )
-        if not status.is_pending:
-            job_log.info("otp_already_handled", state=status.state)
+        begun = self._begin(job_log, request, created_at, attempt)
+        if begun is None:
             return None
-        if status.created_at is not None:
-            # Enqueued twice: the TTL counts from the first time.
-            expires_at = min(expires_at, status.created_at + timedelta(seconds=request.ttl_seconds))
-        self._check_expiry(expires_at)
-        e164, text = self._prepare(request)
+        expires_at, sending, cached = begun.expires_at, begun.sending, begun.cached
+        e164, text = begun.prepared or self._prepare(request)
 
         while True:  # once per "not connected" seen at send time; bounded by the TTL
-            self._wait_for_gate(expires_at)
-            gate = self._context.gate
-            if gate.banned:
-                raise _Failed(
-                    reason="banned", error="the account is temporarily banned by WhatsApp"
-                )
-            fields = {contract.MESSAGE_ATTEMPTS: str(attempt), contract.MESSAGE_PHONE: e164}
-            cached = self._mark_sending(message_id, fields, e164)
+            if not sending:
+                self._wait_for_gate(expires_at)
+                if self._context.gate.banned:
+                    raise _Failed(
+                        reason="banned", error="the account is temporarily banned by WhatsApp"
+                    )
+                cached = self._mark_sending(message_id, self._sending_fields(attempt, e164), e164)
+            sending = False  # a "not connected" below marks it sending again
             try:
                 address = self._on_whatsapp(e164, cached)
                 if address is None:
                     raise _Failed(reason="not_on_whatsapp", error=f"{e164} has no WhatsApp account")
-                self._pace(expires_at)
-                self._check_expiry(expires_at)
-                self._send(job_log, message_id, address, text, created_at)
+                claim = self._claim(message_id, expires_at)
+                self._send(job_log, message_id, claim, address, text, created_at)
             except NotConnectedError:
                 job_log.info("otp_waiting_for_connection")
                 time.sleep(_GATE_POLL_SECONDS)
@@ -231,6 +232,39 @@ class OtpSender:
             return None
 
     # ------------------------------------------------------------ steps
+    def _begin(
+        self,
+        job_log: structlog.typing.FilteringBoundLogger,
+        request: OtpRequest,
+        created_at: datetime,
+        attempt: int,
+    ) -> _Begun | None:
+        """Create the message, and move it to ``sending`` at once if nothing stands in the way.
+
+        None when it was handled already; ``_Failed`` (``expired``) when its TTL,
+        counted from its first creation, has ended.
+        """
+        ttl = timedelta(seconds=request.ttl_seconds)
+        expires_at = created_at + ttl
+        cached: object = None
+        prepared = self._ready(request, expires_at)
+        if prepared is None:  # something stands in the way: create it, then see what
+            status = self._store.create_and_read(
+                request.message_id, phone=None, created_at=created_at, expires_at=expires_at
+            )
+            start = Start(sending=False, state=status.state, created_at=status.created_at)
+        else:  # the usual case: created and moved to sending in one round trip
+            start, cached = self._start(request.message_id, ttl, created_at, attempt, prepared[0])
+        if start.state not in ("queued", "sending"):
+            job_log.info("otp_already_handled", state=start.state)
+            return None
+        if start.created_at is not None:
+            # Enqueued twice: the TTL counts from the first time.
+            expires_at = min(expires_at, start.created_at + ttl)
+        if not start.sending:
+            self._check_expiry(expires_at)
+        return _Begun(expires_at, start.sending, cached, prepared)
+
     def _prepare(self, request: OtpRequest) -> tuple[str, str]:
         """The E.164 number and the message text, or the reason they cannot be."""
         try:
@@ -243,6 +277,55 @@ class OtpSender:
         except (InvalidCodeError, InvalidTemplateError) as error:
             raise _Failed(reason="invalid_job", error=str(error)) from None
         return e164, text
+
+    def _ready(self, request: OtpRequest, expires_at: datetime) -> tuple[str, str] | None:
+        """The number and text if the job may go straight to ``sending``, else None.
+
+        That is: valid arguments, the job's TTL running, the gate open and no
+        ban. Anything else takes the long way (create, then decide), which
+        fails or waits exactly as before.
+        """
+        gate = self._context.gate
+        if not gate.is_open or gate.banned or self._clock.now() >= expires_at:
+            return None
+        try:
+            return self._prepare(request)
+        except _Failed:
+            return None
+
+    def _start(
+        self,
+        message_id: str,
+        ttl: timedelta,
+        created_at: datetime,
+        attempt: int,
+        e164: str,
+    ) -> tuple[Start, object]:
+        """Create the message and move it to ``sending``; the cached on-WhatsApp answer too.
+
+        One round trip. The move is left out when the message was handled
+        already or its TTL, counted from its first creation, has ended.
+        """
+        earliest_live = self._clock.now() - ttl
+        key = contract.on_whatsapp_cache_key(self._tenant, e164)
+
+        def fill(pipe: redis.client.Pipeline) -> None:
+            self._store.start_in(
+                pipe,
+                message_id,
+                created_at=created_at,
+                expires_at=created_at + ttl,
+                earliest_live=earliest_live,
+                fields=self._sending_fields(attempt, e164),
+            )
+            pipe.get(key)
+
+        replies = self._pipeline(fill)
+        return decode_start(replies[0]), replies[1]
+
+    @staticmethod
+    def _sending_fields(attempt: int, e164: str) -> dict[str, str]:
+        return {contract.MESSAGE_ATTEMPTS: str(attempt), contract.MESSAGE_PHONE: e164}
 
     def _check_expiry(self, expires_at: datetime, ahead: float = 0.0) -> None:
         """Fail ``expired`` if the TTL has ended (or ends within ``ahead`` seconds)."""
@@ -306,22 +389,28 @@ class OtpSender:
         self._client.set(key, address or "0", ex=ttl)
         return address or None
 
-    def _pace(self, expires_at: datetime) -> None:
-        while (wait := self._pacer.try_acquire()) > 0:
+    def _claim(self, message_id: str, expires_at: datetime) -> ClaimResult:
+        """The pacing token and the sent marker, once the token is there and the TTL runs."""
+        while True:
+            self._check_expiry(expires_at)
+            claim = self._markers.claim(message_id)
+            if claim.claim is not Claim.WAIT:
+                return claim
+            wait = float(claim.detail)
             self._check_expiry(expires_at, ahead=wait)  # the next token comes too late
             if self._stop.wait(min(wait, 1.0)):
                 msg = "the session is stopping"
                 raise DeliveryStoppedError(msg)
 
-    def _send(
+    def _send(  # noqa: PLR0913, PLR0917 - the job's parts, each used here
         self,
         job_log: structlog.typing.FilteringBoundLogger,
         message_id: str,
+        claim: ClaimResult,
         address: str,
         text: str,
         created_at: datetime,
     ) -> None:
-        claim = self._markers.claim(message_id)
         if claim.claim is Claim.SENT:
             job_log.info("otp_send_already_recorded", whatsapp_id=claim.detail)
             self._record_sent(job_log, message_id, claim.detail, created_at)

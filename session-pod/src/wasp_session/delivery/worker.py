@@ -13,8 +13,19 @@ read no job (expired entries of the finished and failed registries, dead
 workers). Before its first job it recovers jobs a killed predecessor left
 behind (``recovery.py``), and again after any Redis error (a restarted or
 unreachable Redis): the loop never quits on one, it waits, and the job it
-held may sit in RQ's intermediate queue or registries. Retries due again are moved back by
-``scheduling.move_due_jobs`` on another thread. The worker is named
+held may sit in RQ's intermediate queue or registries. Retries due again are
+moved back by ``scheduling.move_due_jobs`` on another thread.
+
+Idle, it costs Redis next to nothing: it waits for a job with a blocking
+``BLMOVE`` of ``health.JOB_WAIT_SECONDS`` (a job enqueued meanwhile is
+handed over at once), cut short (``JobIntake.interrupt``) when ``stop`` is
+set or the gate closes, so jobs still wait in the queue while the session
+is not Connected; it writes RQ's worker state only when it
+changes, RQ's heartbeat about once a minute (RQ's worker key lives
+``worker_ttl`` + 60 s), and the queue depth gauge from a wait that ran out
+(0) instead of asking. The scheduler sleeps until the next retry is due (or
+``SCHEDULER_IDLE_SECONDS``), woken early when a job of this process ends,
+since that may have scheduled one (at most once a second, as before). The worker is named
 ``contract.worker_name(tenant, ...)`` and uses JSON only. Must not decide
 anything about a message: ``sender.py`` does that.
 """
@@ -41,11 +52,19 @@ from wasp_session.delivery.intake import JobIntake
 from wasp_session.delivery.recovery import recover_abandoned_jobs
 from wasp_session.delivery.scheduling import move_due_jobs
 from wasp_session.gate import SendGate
+from wasp_session.health import JOB_WAIT_SECONDS
 
 _GATE_POLL_SECONDS: Final = 0.5
-_HEARTBEAT_SECONDS: Final = 5.0
-_SCHEDULER_INTERVAL_SECONDS: Final = 1.0
+_HEARTBEAT_SECONDS: Final = 60.0
+_DEPTH_SECONDS: Final = 1.0  # the queue depth gauge is asked for at most this often
+_WATCH_SECONDS: Final = 0.1  # how soon a closed gate or a stop ends the wait for a job
+SCHEDULER_IDLE_SECONDS: Final = 30.0  # with no retry due sooner, look again after this
+_SCHEDULER_MIN_SECONDS: Final = 1.0  # at most one look a second, however many jobs end
 _REDIS_RETRY_SECONDS: Final = 1.0
+
+# Set when a job of this process ends (it may have scheduled a retry): the
+# scheduler then looks at once. One delivery runs per process (``runtime``).
+_job_ended = threading.Event()
 
 log = structlog.get_logger("wasp_session.delivery.worker")
 
@@ -90,9 +109,23 @@ class GatedWorker(SimpleWorker):
         self._intake = intake
         self._last_heartbeat = 0.0
         self._last_depth = 0.0
+        self._waiting = threading.Event()  # set while waiting for a job through an open gate
+        threading.Thread(target=self._watch_wait, name="otp-worker-watch", daemon=True).start()
+
+    def _watch_wait(self) -> None:
+        """Cut the wait for a job short when ``stop`` is set or the gate closes (no Redis call).
+
+        A job taken with the gate closed would wait in this process instead of
+        in the queue; a stop would wait out the wait.
+        """
+        while not self._stop.wait(_WATCH_SECONDS):
+            if self._waiting.is_set() and not self._gate.is_open:
+                self._waiting.clear()
+                self._intake.interrupt()
+        self._intake.interrupt()
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:  # noqa: ANN401
-        """RQ's heartbeat, but on its own at most every few seconds (it costs 3 round trips)."""
+        """RQ's heartbeat, but on its own at most once a minute (it costs 3 round trips)."""
         moment = time.monotonic()
         if pipeline is None and moment - self._last_heartbeat < _HEARTBEAT_SECONDS:
             return
@@ -121,6 +154,8 @@ class GatedWorker(SimpleWorker):
             super().execute_job(job, queue)
         except redis.RedisError as error:
             self._redis_lost(error)
+        finally:
+            _job_ended.set()
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:  # noqa: ANN401 - RQ's signature
         """RQ's; a job ended by a Redis error is left pending: recover it before the next."""
@@ -148,9 +183,11 @@ class GatedWorker(SimpleWorker):
         del timeout, max_idle_time
         while True:
             if self._stop.is_set():
+                self._intake.close()
                 raise StopRequested
             try:
-                self.set_state(WorkerStatus.IDLE)
+                if self.get_state() != WorkerStatus.IDLE:
+                    self.set_state(WorkerStatus.IDLE)
                 job = self._take()
             except redis.RedisError as error:
                 self._redis_lost(error)
@@ -160,12 +197,16 @@ class GatedWorker(SimpleWorker):
                 self.heartbeat()
                 return job, self._queue
 
-    def _take(self) -> Job | None:
-        """One wait for the gate and for a job; None if either did not come."""
-        if time.monotonic() - self._last_depth >= 1.0:
+    def _report_depth(self) -> None:
+        """Set the queue depth gauge from ``LLEN``, at most once a ``_DEPTH_SECONDS``."""
+        if time.monotonic() - self._last_depth >= _DEPTH_SECONDS:
             self._last_depth = time.monotonic()
             metrics.QUEUE_DEPTH.labels(tenant=self._tenant).set(self._queue.count)
+
+    def _take(self) -> Job | None:
+        """One wait for the gate and for a job; None if either did not come."""
         if not self._gate.wait_open(_GATE_POLL_SECONDS):
+            self._report_depth()  # jobs wait in the queue meanwhile: show how many
             self.heartbeat()
             return None
         if not self._recovered:
@@ -176,13 +217,45 @@ class GatedWorker(SimpleWorker):
                 log.warning("otp_jobs_recovered", tenant=self._tenant, count=recovered)
             self._recovered = True
         self.heartbeat()
-        return self._intake.take(timeout=1)
+        self._waiting.set()
+        try:
+            job = self._intake.take(timeout=JOB_WAIT_SECONDS)
+        finally:
+            self._waiting.clear()
+        if self._intake.waited_out:
+            metrics.QUEUE_DEPTH.labels(tenant=self._tenant).set(0)  # the wait found none
+        else:
+            self._report_depth()
+        return job
+
+
+def _seconds_to_next_retry(queue: Queue) -> float:
+    """Seconds until the earliest scheduled retry is due (0 if due), at most the idle pause."""
+    earliest = queue.connection.zrange(queue.scheduled_job_registry.key, 0, 0, withscores=True)
+    if not earliest:
+        return SCHEDULER_IDLE_SECONDS
+    due_at = float(earliest[0][1])
+    return min(SCHEDULER_IDLE_SECONDS, max(0.0, due_at - time.time() + 0.01))
+
+
+def _pause(stop: threading.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less if ``stop`` is set or a job ends (no Redis call)."""
+    end = time.monotonic() + seconds
+    while not stop.is_set() and (left := end - time.monotonic()) > 0:
+        if _job_ended.wait(min(left, 1.0)):
+            return
 
 
 def run_scheduler(queue: Queue, stop: threading.Event) -> None:
-    """Move due ``Retry`` backoffs back onto the queue about every second, until ``stop``."""
-    while not stop.wait(_SCHEDULER_INTERVAL_SECONDS):
+    """Move due ``Retry`` backoffs back onto the queue when they are due, until ``stop``."""
+    while not stop.is_set():
+        _job_ended.clear()
         try:
             move_due_jobs(queue)
+            pause = _seconds_to_next_retry(queue)
         except redis.RedisError as error:
             log.warning("otp_scheduler_redis_error", error=str(error))
+            pause = _REDIS_RETRY_SECONDS
+        if stop.wait(_SCHEDULER_MIN_SECONDS):
+            return
+        _pause(stop, pause - _SCHEDULER_MIN_SECONDS)

@@ -31,6 +31,9 @@ command                 effect
                         ``SendUncertainError`` (a timeout); a SIGKILL in
                         those seconds is a crash in the middle of a send
 ``fail_starts``         the next ``count`` connects (default 1) fail to dial
+``fail_pair_phone``     the next ``count`` pairing-code requests (default 1)
+                        fail as WhatsApp refuses them (``reason``, default
+                        a rate limit: ``429: rate-overlimit``)
 ``expire_qr``           the current pairing window ends now, unscanned
 ``client_outdated``     WhatsApp refuses this client version (Failed)
 ``connect_failure``     an unknown connect failure (``reason``; Failed)
@@ -72,6 +75,7 @@ COMMANDS = (
     "fail_sends",
     "send_timeout_after_delivery",
     "fail_starts",
+    "fail_pair_phone",
     "expire_qr",
     "client_outdated",
     "connect_failure",

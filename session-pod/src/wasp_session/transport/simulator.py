@@ -12,6 +12,12 @@ transaction with the outbox entry. A killed process therefore loses no
 receipt; whichever simulator of the tenant is connected plays the due ones,
 each claimed by ``ZREM`` before it is emitted, so no two processes play one.
 
+So does its 463 timelock (``contract.simulator_timelock_key``, read at
+each connect): a restarted pod's simulator is timelocked still.
+And so does the phones' list of linked devices (``contract.simulator_linked_key``:
+a scan adds the device, a logout from either side removes it), which
+outlives the session as a real phone's list does.
+
 The simulated device lives in ``simulator.db`` in the data dir (see
 ``sim_device``), checkpointed and restored by the auth store exactly like
 whatsmeow's database. Connection work runs on a thread of its own; sends run
@@ -63,6 +69,7 @@ from wasp_session.transport.base import (
     TemporarilyBanned,
     Timelocked,
     TimelockedError,
+    TransportError,
     TransportEvent,
     TransportStopped,
 )
@@ -73,6 +80,7 @@ DATABASE_NAME = "simulator.db"
 _POLL_SECONDS = 0.1
 _DEFAULT_ACCOUNT = "4915100000000"  # the account a bare `scan` pairs
 _USER_SERVER = "s.whatsapp.net"  # the server of a user's JID, as check_number answers
+_PAIR_PHONE_REFUSAL = "info query returned status 429: rate-overlimit"  # whatsmeow's words
 _RECEIPT_BATCH = 100  # receipts claimed a round (10 rounds a second): at most this many in flight
 log = structlog.stdlib.get_logger("wasp_session.simulator")
 
@@ -140,6 +148,7 @@ class SimulatorTransport:
         self._pairing_phone: str | None = None
         self._scan_pending: SimCommand | None = None
         self._fail_starts = 0
+        self._fail_pair_phone: list[str] = []  # fail_pair_phone: the refusal, one per request
         self._fail_sends = 0
         self._lost_acks: list[float] = []  # send_timeout_after_delivery: seconds, one per send
         self._timelocked = False
@@ -153,6 +162,9 @@ class SimulatorTransport:
     def connect(self) -> None:
         """Start the simulated connection; ``StartError`` if a dial failure is due."""
         self.stop()
+        timelocked = bool(self._redis.exists(contract.simulator_timelock_key(self._tenant)))
+        with self._lock:
+            self._timelocked = timelocked  # as an earlier process of the tenant left it
         self._drain_commands()
         with self._lock:
             if self._fail_starts > 0:
@@ -166,8 +178,15 @@ class SimulatorTransport:
         self._thread.start()
 
     def pair_phone(self, phone_digits: str) -> None:
-        """Issue a pairing code for ``phone_digits`` within the live window."""
+        """Issue a pairing code for ``phone_digits`` within the live window.
+
+        ``TransportError`` when a ``fail_pair_phone`` is due, as whatsmeow's
+        ``PairPhone`` fails on a rate limit, a refused number or the network.
+        """
         with self._lock:
+            if self._fail_pair_phone:
+                msg = f"simulated: {self._fail_pair_phone.pop(0)}"
+                raise TransportError(msg)
             self._pairing_phone = phone_digits
             remaining = sum(self._window_codes)
             if self._window_deadline is not None:
@@ -374,6 +393,11 @@ class SimulatorTransport:
                 self._offline(TemporarilyBanned(code=code, expires_in_seconds=seconds))
             case "timelock" | "clear_timelock":
                 active = command.name == "timelock"
+                key = contract.simulator_timelock_key(self._tenant)
+                if active:  # WhatsApp's servers hold it, not the device: kept in Redis
+                    self._redis.set(key, "1")
+                else:
+                    self._redis.delete(key)
                 with self._lock:
                     self._timelocked = active
                 self._emit(Timelocked(active=active))
@@ -387,6 +411,10 @@ class SimulatorTransport:
             case "fail_starts":
                 with self._lock:
                     self._fail_starts += int(command.number("count", 1))
+            case "fail_pair_phone":
+                refusal = command.text("reason", _PAIR_PHONE_REFUSAL)
+                with self._lock:
+                    self._fail_pair_phone.extend([refusal] * int(command.number("count", 1)))
             case "expire_qr":
                 with self._lock:
                     live = self._window_deadline is not None
@@ -421,6 +449,7 @@ class SimulatorTransport:
             jid=_scanned_jid(command, phone), push_name=command.text("push_name", "Simulator")
         )
         self._device.store(device)
+        self._redis.sadd(contract.simulator_linked_key(self._tenant), device.jid)  # phone lists it
         self._emit(PairSucceeded(jid=device.jid, push_name=device.push_name))
         self._go_online(device)
 
@@ -460,6 +489,9 @@ class SimulatorTransport:
         self._emit(event)
 
     def _logged_out(self, reason: str) -> None:
+        device = self._device.load()
+        if device is not None:  # the phone no longer lists it
+            self._redis.srem(contract.simulator_linked_key(self._tenant), device.jid)
         self._device.forget()
         self._offline(LoggedOut(reason))
 

@@ -202,10 +202,19 @@ class NeonizeTransport:
         return client
 
     def pair_phone(self, phone_digits: str) -> None:
-        """Ask WhatsApp for a pairing code; emitted as ``PairingCodeIssued``."""
-        code = self._require().PairPhone(
-            phone_digits, show_push_notification=True, client_name=ClientName.LINUX
-        )
+        """Ask WhatsApp for a pairing code; emitted as ``PairingCodeIssued``.
+
+        Whatever ``PairPhone`` raises (a number WhatsApp refuses, a rate limit,
+        the network) becomes ``TransportError``, for the reactions to retry.
+        """
+        client = self._require()
+        try:
+            code = client.PairPhone(
+                phone_digits, show_push_notification=True, client_name=ClientName.LINUX
+            )
+        except Exception as error:
+            msg = f"PairPhone failed: {error}"
+            raise TransportError(msg) from error
         started = self._window_started or time.monotonic()
         remaining = max(1.0, _WINDOW_SECONDS - (time.monotonic() - started))
         self._emit(PairingCodeIssued(code=str(code), valid_seconds=remaining))
@@ -240,13 +249,19 @@ class NeonizeTransport:
         return address_of(answers[0], phone_digits) if answers else None
 
     def logout(self) -> None:
-        """Unlink this device from its account; ``TransportError`` if WhatsApp did not confirm."""
+        """Unlink this device from its account; ``TransportError`` if WhatsApp did not confirm.
+
+        whatsmeow's ``Logout`` disconnects and deletes its store without
+        dispatching ``LoggedOut`` (that event is for the phone's unlinking):
+        it is emitted here, so the session reacts to both alike.
+        """
         client = self._require()
         try:
             client.logout()
         except Exception as error:
             msg = f"logout failed: {error}"
             raise TransportError(msg) from error
+        self._emit(LoggedOut(reason="logged out by this device"))
 
     # ------------------------------------------------------------ callbacks
     def _emit(self, event: TransportEvent) -> None:

@@ -1,0 +1,389 @@
+"""The operator at 1,000 (or 5,000) sessions: creation, relay latency, restart, idle Redis.
+
+Starts the harness's real control plane (etcd, kube-apiserver,
+kube-controller-manager), a private redis-server and one real
+``wasp-operator`` process watching one namespace, then:
+
+1. **create**: applies N ``WhatsAppSession`` resources (16 client threads,
+   as fast as the API server takes them) and times the last apply → every
+   session pod object exists;
+2. **stand-ins for the pods**: a real session process costs about 35-50 MiB,
+   so N of them do not fit one machine. In their place the benchmark plays
+   what a kubelet and a session pod would write: it patches each pod's status
+   to Running and Ready (the kubelet's part) and writes each tenant's lease,
+   fencing counter and status hash into Redis exactly as a session pod
+   holding the lease does, then publishes on the tenant's events channel;
+3. **relay**: every tenant changes phase at once (AwaitingPairing →
+   Connected, one pipeline); a watch on the resources records when each
+   status shows it: latency p50/p99/max from the publish;
+4. **restart**: the operator is stopped (SIGTERM), every tenant changes
+   phase while it is down (no one hears the events), and a new operator
+   process starts: the time from its start until every status shows the new
+   phase, and how many pods it recreated or deleted (uids before and after);
+5. **idle**: Redis commands per second from the operator with every session
+   idle (``INFO stats``), in total and per session;
+6. **baseline** for 3: the same N status changes written straight to the API
+   server by the benchmark (16 threads) on N resources of a namespace no
+   operator watches, timed the same way (a watch): what this API server,
+   machine and client can do without wasp; the relay's ratio to it;
+
+and the operator's peak RSS (``VmHWM``) after each step.
+
+Run: ``.venv/bin/python bench/sessions_scale.py [--sessions 1000]`` (root not needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, cast
+
+import kubernetes
+import redis
+from kubernetes.client.exceptions import ApiException
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from harness.controlplane import ControlPlane
+from harness.operator_process import OperatorProcess
+from harness.redis_server import RedisServer
+from wasp import contract
+from wasp.timestamps import format_timestamp, utc_now
+
+NAMESPACE = "scale"
+BASELINE_NAMESPACE = "baseline"  # no operator watches it
+GROUP, VERSION, PLURAL = "wasp.dev", "v1alpha1", "whatsappsessions"
+WASP_PODS = "app.kubernetes.io/managed-by=wasp-operator"
+THREADS = 16
+CRDS = Path(__file__).resolve().parents[1] / "crds"
+
+
+def tenant_name(index: int) -> str:
+    """The ``index``-th resource's name (also its tenant id)."""
+    return f"t{index:05d}"
+
+
+def peak_rss_mib(pid: int) -> float:
+    """``VmHWM`` of a live process, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def in_parallel(work: Callable[[str], object], names: Iterable[str]) -> None:
+    """Run ``work`` for every name on the benchmark's client threads."""
+    with ThreadPoolExecutor(THREADS) as pool:
+        for _ in pool.map(work, names):
+            pass
+
+
+class Cluster:
+    """The control plane, Redis and the API clients the benchmark drives."""
+
+    def __init__(self, directory: Path) -> None:
+        """Start the control plane and Redis, install the CRDs, make the namespace."""
+        self.directory = directory
+        self.plane = ControlPlane(directory / "controlplane")
+        self.redis_server = RedisServer(directory / "redis")
+        self.redis = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
+        for path in (CRDS / "whatsappsessions.wasp.dev.yaml", CRDS / "kopf-peering.yaml"):
+            self.plane.kubectl("apply", "-f", str(path))
+        self.plane.kubectl(
+            "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s"
+        )
+        self.plane.kubectl("create", "namespace", NAMESPACE)
+        self.plane.kubectl(
+            "create",
+            "secret",
+            "generic",
+            contract.DEFAULT_REDIS_SECRET,
+            "-n",
+            NAMESPACE,
+            f"--from-literal={contract.DEFAULT_REDIS_SECRET_KEY}={self.redis_server.url}",
+        )
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            str(self.plane.kubeconfig), client_configuration=configuration
+        )
+        configuration.connection_pool_maxsize = THREADS * 2
+        self.api = kubernetes.client.ApiClient(configuration)
+        self.core = kubernetes.client.CoreV1Api(self.api)
+        self.custom = kubernetes.client.CustomObjectsApi(self.api)
+        self.operator: OperatorProcess | None = None
+
+    def start_operator(self, name: str) -> OperatorProcess:
+        """A real ``wasp-operator`` watching the namespace."""
+        self.operator = OperatorProcess(
+            self.plane.kubeconfig, self.directory / name, namespace=NAMESPACE
+        )
+        return self.operator
+
+    def pods(self) -> dict[str, str]:
+        """The session pods: name → uid."""
+        listed = self.core.list_namespaced_pod(NAMESPACE, label_selector=WASP_PODS)
+        return {
+            str(pod.metadata.name): str(pod.metadata.uid)
+            for pod in listed.items
+            if pod.metadata is not None
+        }
+
+    def create_session(self, name: str, namespace: str = NAMESPACE) -> None:
+        """Apply one sandbox tenant."""
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "WhatsAppSession",
+            "metadata": {"name": name},
+            "spec": {"transport": "simulator"},
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    def patch_phase(self, name: str, phase: str, namespace: str) -> None:
+        """Write a phase into one resource's status, as the operator's status step would."""
+        patch = {"status": {"phase": phase, "tenantId": name}}
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, patch
+        )
+
+    def run_pod(self, pod: str) -> None:
+        """What a kubelet writes for a started, ready pod."""
+        now = format_timestamp(utc_now())
+        status = {
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                ],
+                "startTime": now,
+            }
+        }
+        for _ in range(5):
+            try:
+                self.core.patch_namespaced_pod_status(pod, NAMESPACE, status)
+            except ApiException as error:
+                if error.status != 409:  # noqa: PLR2004 - Conflict: the operator wrote meanwhile
+                    raise
+            else:
+                return
+
+    def report(self, tenants: list[str], phase: str, *, publish: bool = True) -> float:
+        """Every tenant's session reports ``phase``, as the lease holder does; the publish time."""
+        now = format_timestamp(utc_now())
+        with self.redis.pipeline(transaction=False) as pipe:
+            for tenant in tenants:
+                pipe.get(contract.lease_fence_key(tenant))
+            tokens = pipe.execute()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for tenant, token in zip(tenants, tokens, strict=True):
+                fence = token or "1"
+                pod = contract.session_pod_name(tenant)
+                pipe.set(contract.lease_fence_key(tenant), fence)
+                pipe.set(contract.lease_key(tenant), f"{fence} {pod}")
+                fields = {
+                    contract.STATUS_PHASE: phase,
+                    contract.STATUS_POD: pod,
+                    contract.STATUS_LEASE_TOKEN: fence,
+                    contract.STATUS_UPDATED_AT: now,
+                }
+                if phase == "Connected":
+                    fields[contract.STATUS_ACCOUNT_JID] = "4915112345678@s.whatsapp.net"
+                pipe.delete(contract.status_key(tenant))
+                pipe.hset(contract.status_key(tenant), mapping=dict[Any, Any](fields))
+            pipe.execute()
+        published = time.monotonic()
+        if publish:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for tenant in tenants:
+                    pipe.publish(contract.events_channel(tenant), json.dumps({"phase": phase}))
+                pipe.execute()
+        return published
+
+    def stop(self) -> None:
+        """Stop everything this benchmark started."""
+        if self.operator is not None:
+            self.operator.stop()
+        self.api.close()  # type: ignore[no-untyped-call]
+        self.redis.close()
+        self.redis_server.stop()
+        self.plane.stop()
+
+
+class PhaseWatch:
+    """Records when each resource's status first shows a phase (a watch on the resources)."""
+
+    def __init__(
+        self, cluster: Cluster, phase: str, expected: int, namespace: str = NAMESPACE
+    ) -> None:
+        """Start watching now."""
+        self.phase = phase
+        self.expected = expected
+        self.namespace = namespace
+        self.seen: dict[str, float] = {}
+        self.done = threading.Event()
+        listed = cast(
+            "dict[str, Any]",
+            cluster.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL),
+        )
+        for item in listed["items"]:
+            if (item.get("status") or {}).get("phase") == phase:
+                self.seen[item["metadata"]["name"]] = time.monotonic()
+        self._cluster = cluster
+        self._version = listed["metadata"]["resourceVersion"]
+        self._watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stream = self._watch.stream(  # type: ignore[no-untyped-call]
+            self._cluster.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            resource_version=self._version,
+            timeout_seconds=600,
+        )
+        for event in stream:
+            item: dict[str, Any] = event["object"]
+            name = item["metadata"]["name"]
+            if name not in self.seen and (item.get("status") or {}).get("phase") == self.phase:
+                self.seen[name] = time.monotonic()
+                if len(self.seen) >= self.expected:
+                    self.done.set()
+                    self._watch.stop()  # type: ignore[no-untyped-call]
+                    return
+
+    def wait(self, timeout: float) -> None:
+        """Until every resource showed the phase; fail saying how many did not."""
+        if len(self.seen) < self.expected and not self.done.wait(timeout):
+            self._watch.stop()  # type: ignore[no-untyped-call]
+            msg = f"only {len(self.seen)} of {self.expected} showed {self.phase} in {timeout} s"
+            raise TimeoutError(msg)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float) -> float:
+    """Poll until ``condition``; the monotonic time it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            msg = f"not within {timeout} s: {what}"
+            raise TimeoutError(msg)
+        time.sleep(0.25)
+    return time.monotonic()
+
+
+def quantiles(delays: list[float]) -> tuple[float, float, float]:
+    """p50, p99 and max of ``delays``."""
+    cuts = statistics.quantiles(delays, n=100)
+    return cuts[49], cuts[98], max(delays)
+
+
+def redis_commands_per_second(client: redis.Redis, seconds: float) -> float:
+    """Commands the server processed per second over ``seconds``, minus our own two INFO calls."""
+    before = int(client.info("stats")["total_commands_processed"])
+    time.sleep(seconds)
+    after = int(client.info("stats")["total_commands_processed"])
+    return (after - before - 1) / seconds
+
+
+def baseline(cluster: Cluster, names: list[str]) -> tuple[float, float, float]:
+    """p50/p99/max of N status writes made straight to the API server, seen by a watch."""
+    cluster.plane.kubectl("create", "namespace", BASELINE_NAMESPACE)
+    in_parallel(lambda name: cluster.create_session(name, BASELINE_NAMESPACE), names)
+    watch = PhaseWatch(cluster, "Connected", len(names), BASELINE_NAMESPACE)
+    started = time.monotonic()
+    in_parallel(lambda name: cluster.patch_phase(name, "Connected", BASELINE_NAMESPACE), names)
+    watch.wait(600)
+    return quantiles([seen - started for seen in watch.seen.values()])
+
+
+def run(directory: Path, sessions: int, idle_seconds: float) -> None:
+    """Measure one cluster of ``sessions`` tenants and print the figures."""
+    names = [tenant_name(i) for i in range(sessions)]
+    print(f"sessions: {sessions}")
+    cluster = Cluster(directory)
+    try:
+        operator = cluster.start_operator("operator-1")
+        started = time.monotonic()
+        in_parallel(cluster.create_session, names)
+        applied = time.monotonic()
+        all_pods = wait_for(lambda: len(cluster.pods()) >= sessions, "every pod", 900)
+        print(f"create: {sessions} applied in {applied - started:.1f} s; ", end="")
+        print(f"last apply → every pod exists: {all_pods - applied:.1f} s")
+        print(f"operator peak RSS after create: {peak_rss_mib(operator.process.pid):.0f} MiB")
+
+        pods = cluster.pods()
+        in_parallel(cluster.run_pod, list(pods))
+        pairing = PhaseWatch(cluster, "AwaitingPairing", sessions)
+        cluster.report(names, "AwaitingPairing")
+        pairing.wait(600)
+
+        connected = PhaseWatch(cluster, "Connected", sessions)
+        published = cluster.report(names, "Connected")
+        connected.wait(600)
+        p50, p99, worst = quantiles([seen - published for seen in connected.seen.values()])
+        print(
+            f"relay, every tenant changes phase at once: p50 {p50:.2f} s, "
+            f"p99 {p99:.2f} s, max {worst:.2f} s"
+        )
+        print(f"operator peak RSS after relay: {peak_rss_mib(operator.process.pid):.0f} MiB")
+        base50, base99, base_worst = baseline(cluster, names)
+        print(
+            f"baseline, the same {sessions} status writes straight to the API server: "
+            f"p50 {base50:.2f} s, p99 {base99:.2f} s, max {base_worst:.2f} s; "
+            f"relay p99 / baseline p99: {p99 / base99:.1f}"
+        )
+
+        time.sleep(10)  # the status writes of the relay step and their echoes settle
+        per_second = redis_commands_per_second(cluster.redis, idle_seconds)
+        print(
+            f"idle: Redis commands/s from the operator: {per_second:.1f} "
+            f"({per_second / sessions:.3f} per session, over {idle_seconds:.0f} s)"
+        )
+
+        operator.stop()
+        cluster.operator = None
+        cluster.report(names, "Reconnecting", publish=False)
+        resynced = PhaseWatch(cluster, "Reconnecting", sessions)
+        restarted = time.monotonic()
+        operator = cluster.start_operator("operator-2")
+        resynced.wait(600)
+        last = max(resynced.seen.values())
+        after = cluster.pods()
+        recreated = sum(1 for name, uid in pods.items() if after.get(name) not in (None, uid))
+        missing = sum(1 for name in pods if name not in after)
+        print(
+            f"restart: new operator started → every status resynced: {last - restarted:.1f} s; "
+            f"pods recreated: {recreated}, deleted: {missing}"
+        )
+        print(f"operator peak RSS (restarted one): {peak_rss_mib(operator.process.pid):.0f} MiB")
+    finally:
+        cluster.stop()
+
+
+def main() -> None:
+    """Parse the arguments and run."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, default=1000, help="resources to apply")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=60.0,
+        help="length of the idle measurement (at least two resyncs: 30 s each by default)",
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wasp-scale-") as directory:
+        run(Path(directory), args.sessions, args.idle_seconds)
+
+
+if __name__ == "__main__":
+    main()

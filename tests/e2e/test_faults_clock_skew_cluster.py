@@ -14,18 +14,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from harness.controlplane import ControlPlane
+from harness.failure_logs import logs_of
 from harness.faketime import skewed_environment
 from harness.kubelet import Kubelet
-from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from harness.operator_process import OperatorProcess, apply, eventually, session_body
 from harness.redis_server import RedisServer
 from harness.session_process import FAST_TIMINGS
+from harness.session_reports import status_of
 from wasp import contract
 from wasp.client import WaspClient
 
@@ -78,12 +80,6 @@ def skewed_kubelet(
         stand_in.stop()
 
 
-def session_status(plane: ControlPlane, namespace: str) -> dict[str, Any]:
-    found = get(plane, namespace, "was", TENANT) or {}
-    status: dict[str, Any] = found.get("status") or {}
-    return status
-
-
 def test_a_session_reaches_connected_with_clocks_five_minutes_apart(  # noqa: PLR0913, PLR0917
     control_plane: ControlPlane,
     namespace: str,
@@ -92,14 +88,11 @@ def test_a_session_reaches_connected_with_clocks_five_minutes_apart(  # noqa: PL
     redis_server: RedisServer,
     skew: tuple[str, str, int],
 ) -> None:
-    pod = contract.session_pod_name(TENANT)
-
-    def logs() -> str:
-        return f"{skewed_operator.log()[-4000:]}\n--- pod:\n{skewed_kubelet.log_of(pod)}"
+    logs = partial(logs_of, skewed_operator, skewed_kubelet, contract.session_pod_name(TENANT))
 
     apply(control_plane, namespace, session_body(TENANT, transport="simulator"))
     eventually(
-        lambda: session_status(control_plane, namespace).get("phase") == "AwaitingPairing",
+        lambda: status_of(control_plane, namespace, TENANT).get("phase") == "AwaitingPairing",
         "the QR shows in the status",
         log=logs,
     )
@@ -107,7 +100,7 @@ def test_a_session_reaches_connected_with_clocks_five_minutes_apart(  # noqa: PL
     client.rpush(contract.simulator_commands_key(TENANT), json.dumps({"command": "scan"}))
     connected = eventually(
         lambda: (
-            (s := session_status(control_plane, namespace)).get("phase") == "Connected"
+            (s := status_of(control_plane, namespace, TENANT)).get("phase") == "Connected"
             and {c["type"]: c["status"] for c in s.get("conditions", [])}.get("Ready") == "True"
             and s
         ),

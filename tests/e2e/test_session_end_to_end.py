@@ -8,16 +8,18 @@ container command, ``wasp-session``, with the pod's own env) and WhatsApp
 from __future__ import annotations
 
 import json
-from typing import Any
+from functools import partial
 
 import pytest
 import redis
 
 from harness.controlplane import ControlPlane
+from harness.failure_logs import logs_of
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
 from harness.qr_channel import QrChannel
 from harness.redis_server import RedisServer
+from harness.session_reports import status_of
 from wasp import contract
 from wasp.client import WaspClient
 
@@ -25,12 +27,6 @@ pytestmark = pytest.mark.controlplane
 
 POD = contract.session_pod_name("acme")
 PHONE = "+4915112345678"
-
-
-def session_status(plane: ControlPlane, namespace: str) -> dict[str, Any]:
-    found = get(plane, namespace, "was", "acme") or {}
-    status: dict[str, Any] = found.get("status") or {}
-    return status
 
 
 def test_a_session_pairs_delivers_survives_its_pod_and_is_cleaned_up(
@@ -41,9 +37,7 @@ def test_a_session_pairs_delivers_survives_its_pod_and_is_cleaned_up(
     redis_server: RedisServer,
 ) -> None:
     redis_client = redis_server.client()
-
-    def logs() -> str:
-        return f"{wasp_operator.log()[-4000:]}\n--- pod:\n{session_kubelet.log_of(POD)}"
+    logs = partial(logs_of, wasp_operator, session_kubelet, POD)
 
     qr = QrChannel(redis_client, "acme")
     try:
@@ -52,7 +46,7 @@ def test_a_session_pairs_delivers_survives_its_pod_and_is_cleaned_up(
         # The live QR shows in the resource's status and on the QR channel.
         pairing = eventually(
             lambda: (
-                (s := session_status(control_plane, namespace)).get("phase") == "AwaitingPairing"
+                (s := status_of(control_plane, namespace)).get("phase") == "AwaitingPairing"
                 and s.get("pairing", {}).get("qrCode")
                 and s
             ),
@@ -65,9 +59,7 @@ def test_a_session_pairs_delivers_survives_its_pod_and_is_cleaned_up(
         # A simulated scan links the account; the QR leaves the status.
         redis_client.rpush(contract.simulator_commands_key("acme"), json.dumps({"command": "scan"}))
         connected = eventually(
-            lambda: (
-                (s := session_status(control_plane, namespace)).get("phase") == "Connected" and s
-            ),
+            lambda: (s := status_of(control_plane, namespace)).get("phase") == "Connected" and s,
             "the session is Connected",
             log=logs,
         )
@@ -103,7 +95,7 @@ def test_a_session_pairs_delivers_survives_its_pod_and_is_cleaned_up(
         )
         again = eventually(
             lambda: (
-                (s := session_status(control_plane, namespace)).get("phase") == "Connected"
+                (s := status_of(control_plane, namespace)).get("phase") == "Connected"
                 and s.get("conditions")
                 and {c["type"]: c["status"] for c in s["conditions"]}["Ready"] == "True"
                 and s

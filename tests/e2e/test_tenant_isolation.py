@@ -23,9 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.controlplane import ControlPlane
+from harness.failure_logs import logs_of
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
 from harness.redis_server import RedisServer
+from harness.session_reports import status_of
 from wasp import contract
 from wasp.client import WaspClient
 
@@ -69,18 +71,6 @@ def wasp_operator(
         yield operator
     finally:
         operator.stop()
-
-
-def logs_of(operator: OperatorProcess, kubelet: Kubelet) -> str:
-    """The operator's and every pod's latest output, for a failure message."""
-    pods = "\n".join(f"--- {pod}:\n{kubelet.log_of(pod)[-3000:]}" for pod in kubelet.running())
-    return f"{operator.log()[-4000:]}\n{pods}"
-
-
-def status_of(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    found = get(plane, namespace, "was", name) or {}
-    status: dict[str, Any] = found.get("status") or {}
-    return status
 
 
 def secret_url(plane: ControlPlane, namespace: str, name: str) -> str:

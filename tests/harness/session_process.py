@@ -209,6 +209,13 @@ class SessionProcess:
             text: str = response.read().decode("utf-8")
             return text
 
+    def metric(self, name: str) -> float:
+        """The value of metric ``name`` (with its labels, if any) in ``/metrics``; 0 if absent."""
+        for line in self.metrics().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return 0.0
+
     def log_lines(self) -> list[dict[str, Any]]:
         """The JSON log lines written so far (non-JSON lines skipped)."""
         lines: list[dict[str, Any]] = []

@@ -1,39 +1,15 @@
 """A message's record: forward-only states, timestamps, change feed, expiry."""
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
-import pytest
 import redis
 
 from wasp import contract
 from wasp.messages import MessageStore
 from wasp.timestamps import utc_now
 
-TENANT = "acme"
-
-
-@pytest.fixture
-def store(redis_client: redis.Redis) -> MessageStore:
-    return MessageStore(redis_client, TENANT)
-
-
-@pytest.fixture
-def changes(redis_client: redis.Redis) -> Iterator[Callable[[], list[dict[str, str]]]]:
-    """A function returning every change published on the receipts channel so far."""
-    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    pubsub.subscribe(contract.receipts_channel(TENANT))
-    seen: list[dict[str, str]] = []
-
-    def drain() -> list[dict[str, str]]:
-        while (message := pubsub.get_message(timeout=0.2)) is not None:
-            seen.append(json.loads(message["data"]))
-        return seen
-
-    drain()  # the subscription is active from here on
-    yield drain
-    pubsub.close()
+TENANT = "acme"  # the tenant of the `store` and `changes` fixtures (conftest.py)
 
 
 def _create(store: MessageStore, message_id: str = "m1") -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from functools import partial
 
 import pytest
 import redis
@@ -20,9 +20,11 @@ from rq import Queue
 from rq.job import Job
 
 from harness.controlplane import ControlPlane
+from harness.failure_logs import logs_of
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
 from harness.redis_server import RedisServer
+from harness.session_reports import status_when
 from wasp import contract, queueing
 from wasp.client import WaspClient
 
@@ -122,18 +124,17 @@ def test_an_evicting_redis_stops_the_pod_and_the_resource_says_why(
 ) -> None:
     redis_client.config_set("maxmemory-policy", "allkeys-lru")  # as a careless admin might
 
-    def logs() -> str:
-        return f"{wasp_operator.log()[-4000:]}\n--- pod:\n{session_kubelet.log_of(POD)}"
+    logs = partial(logs_of, wasp_operator, session_kubelet, POD)
 
     apply(control_plane, namespace, session_body("acme", transport="simulator"))
 
-    def failed() -> dict[str, Any] | None:
-        found = get(control_plane, namespace, "was", "acme") or {}
-        status: dict[str, Any] = found.get("status") or {}
-        error = status.get("lastError") or {}
-        return status if error.get("reason") == contract.REASON_REDIS_EVICTION_POLICY else None
-
-    status = eventually(failed, "the resource shows the refusal", log=logs)
+    status = status_when(
+        control_plane,
+        namespace,
+        lambda s: (s.get("lastError") or {}).get("reason") == contract.REASON_REDIS_EVICTION_POLICY,
+        "the resource shows the refusal",
+        logs,
+    )
     assert status["phase"] == "Failed", json.dumps(status)
     assert "allkeys-lru" in status["lastError"]["message"]
     assert "noeviction" in status["lastError"]["message"]

@@ -15,21 +15,18 @@ import json
 import os
 import re
 import signal
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 import redis
-import urllib3
 
 from harness.controlplane import ControlPlane
-from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from harness.pod_watch import PodWatch
+from harness.session_reports import report, status_of
 from wasp import contract
 from wasp_operator.peering import PEERING_LIFETIME_SECONDS
 
@@ -38,22 +35,12 @@ RESUMED = "Resuming operations after the pause"  # kopf's log line of a replica 
 TIED = "Possibly conflicting operators with the same priority"  # kopf's, pausing every twin
 PAUSED = "Pausing operations in favour of"  # kopf's, of an active replica that sees an older one
 JOINED = re.compile(r"peering_joined: \S+ as (?P<identity>\S+), priority (?P<priority>[0-9]+)")
-IDLE = [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"]
 
 pytestmark = pytest.mark.ha
 
 
 def test_a_record_expires_well_inside_the_failover_goal() -> None:
     assert PEERING_LIFETIME_SECONDS + 5 <= FAILOVER_GOAL  # 5 s: re-list and the first cycle
-
-
-@pytest.fixture
-def idle_kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
-    stand_in = Kubelet(control_plane.kubeconfig, namespace, tmp_path / "kubelet", command=IDLE)
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
 
 
 @pytest.fixture
@@ -94,65 +81,6 @@ def replicas(
     finally:
         for operator in started:
             operator.stop()
-
-
-class PodWatch:
-    """How many pods each session has at once, from the API server's ADDED/DELETED events."""
-
-    def __init__(self, plane: ControlPlane, namespace: str) -> None:
-        """Start watching the namespace's wasp pods."""
-        api = kubernetes.client.CoreV1Api(
-            kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
-        )
-        self.live: dict[str, set[str]] = {}  # session -> uids of its pods that exist
-        self.most: dict[str, int] = {}  # session -> the most pods it ever had at once
-        self._stopped = False
-        self._watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-        self._stream = self._watch.stream(  # type: ignore[no-untyped-call]
-            api.list_namespaced_pod,
-            namespace,
-            label_selector=f"{contract.LABEL_MANAGED_BY}={contract.OPERATOR_NAME}",
-            timeout_seconds=300,
-        )
-        self._thread = threading.Thread(target=self._follow, daemon=True)
-        self._thread.start()
-
-    def _follow(self) -> None:
-        try:
-            for event in self._stream:
-                pod = event["object"].metadata
-                session = (pod.labels or {}).get(contract.LABEL_SESSION, "")
-                pods = self.live.setdefault(session, set())
-                if event["type"] == "ADDED":
-                    pods.add(pod.uid)
-                elif event["type"] == "DELETED":
-                    pods.discard(pod.uid)
-                self.most[session] = max(self.most.get(session, 0), len(pods))
-        except urllib3.exceptions.HTTPError:
-            if not self._stopped:
-                raise
-
-    def stop(self) -> None:
-        """Stop watching."""
-        self._stopped = True
-        self._watch.stop()  # type: ignore[no-untyped-call]
-
-
-def report(client: redis.Redis, tenant: str, fields: dict[str, str]) -> None:
-    """Write the status hash and announce it, as the session pod holding the lease does."""
-    token = str(client.get(contract.lease_fence_key(tenant)) or "")
-    token = token or str(client.incr(contract.lease_fence_key(tenant)))
-    client.set(contract.lease_key(tenant), f"{token} {fields[contract.STATUS_POD]}")
-    fields = fields | {contract.STATUS_LEASE_TOKEN: token}
-    client.delete(contract.status_key(tenant))
-    client.hset(contract.status_key(tenant), mapping=dict[Any, Any](fields))
-    client.publish(contract.events_channel(tenant), json.dumps(fields))
-
-
-def status_of(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    found = get(plane, namespace, "was", name) or {}
-    status: dict[str, Any] = found.get("status") or {}
-    return status
 
 
 def peers(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
@@ -211,6 +139,18 @@ def ttl_in_pod(plane: ControlPlane, namespace: str, name: str) -> str | None:
     return env.get(contract.ENV_TTL_SECONDS)
 
 
+def replaced_for_new_spec(
+    plane: ControlPlane, namespace: str, name: str, operator: OperatorProcess
+) -> None:
+    """Change session ``name``'s spec (a 60 s OTP TTL); wait until a pod of the new spec runs."""
+    apply(plane, namespace, session_body(name, transport="simulator", delivery={"ttlSeconds": 60}))
+    eventually(
+        lambda: ttl_in_pod(plane, namespace, name) == "60",
+        "the spec change replaces the pod",
+        log=operator.log,
+    )
+
+
 @pytest.mark.controlplane
 @pytest.mark.faults
 @pytest.mark.usefixtures("idle_kubelet")
@@ -219,101 +159,76 @@ def test_one_replica_reconciles_and_the_other_takes_over_when_it_is_killed(
     namespace: str,
     replicas: list[OperatorProcess],
     redis_client: redis.Redis,
+    pod_watch: PodWatch,
 ) -> None:
     active, standby = replicas
     leads(control_plane, namespace, active, standby)
-    watch = PodWatch(control_plane, namespace)
-    try:
-        apply(control_plane, namespace, session_body("acme", transport="simulator"))
-        starts(control_plane, namespace, "acme", active)
-        assert patches(active) >= 1
-        assert patches(standby) == 0, "the standby wrote a status"
-        assert RESUMED not in standby.log()
+    apply(control_plane, namespace, session_body("acme", transport="simulator"))
+    starts(control_plane, namespace, "acme", active)
+    assert patches(active) >= 1
+    assert patches(standby) == 0, "the standby wrote a status"
+    assert RESUMED not in standby.log()
 
-        active.kill()
-        killed = time.monotonic()
-        # Reported while no replica is active: the next one relays it when it takes over.
-        pod = contract.session_pod_name("acme")
-        report(
-            redis_client,
-            "acme",
-            {contract.STATUS_PHASE: "AwaitingPairing", contract.STATUS_POD: pod},
-        )
-        apply(control_plane, namespace, session_body("globex", transport="simulator"))
-        starts(control_plane, namespace, "globex", standby, timeout=FAILOVER_GOAL + 10)
-        failover = time.monotonic() - killed
-        assert failover <= FAILOVER_GOAL, f"failover took {failover:.1f} s"
-        assert RESUMED in standby.log()
-        eventually(
-            lambda: status_of(control_plane, namespace, "acme").get("phase") == "AwaitingPairing",
-            "what the session reported meanwhile is in its status",
-            log=standby.log,
-        )
+    active.kill()
+    killed = time.monotonic()
+    # Reported while no replica is active: the next one relays it when it takes over.
+    report(redis_client, "acme", {contract.STATUS_PHASE: "AwaitingPairing"})
+    apply(control_plane, namespace, session_body("globex", transport="simulator"))
+    starts(control_plane, namespace, "globex", standby, timeout=FAILOVER_GOAL + 10)
+    failover = time.monotonic() - killed
+    assert failover <= FAILOVER_GOAL, f"failover took {failover:.1f} s"
+    assert RESUMED in standby.log()
+    eventually(
+        lambda: status_of(control_plane, namespace, "acme").get("phase") == "AwaitingPairing",
+        "what the session reported meanwhile is in its status",
+        log=standby.log,
+    )
 
-        apply(
-            control_plane,
-            namespace,
-            session_body("acme", transport="simulator", delivery={"ttlSeconds": 60}),
-        )
-        eventually(
-            lambda: ttl_in_pod(control_plane, namespace, "acme") == "60",
-            "the spec change replaces the pod",
-            log=standby.log,
-        )
-        resource = get(control_plane, namespace, "was", "acme") or {}
-        eventually(
-            lambda: (
-                status_of(control_plane, namespace, "acme").get("observedGeneration")
-                == resource["metadata"]["generation"]
-            ),
-            "the status observes the new generation",
-            log=standby.log,
-        )
-    finally:
-        watch.stop()
-    assert watch.most == {"acme": 1, "globex": 1}, "never two pods for one session"
+    replaced_for_new_spec(control_plane, namespace, "acme", standby)
+    resource = get(control_plane, namespace, "was", "acme") or {}
+    eventually(
+        lambda: (
+            status_of(control_plane, namespace, "acme").get("observedGeneration")
+            == resource["metadata"]["generation"]
+        ),
+        "the status observes the new generation",
+        log=standby.log,
+    )
+    assert pod_watch.most_at_once() == {"acme": 1, "globex": 1}, "never two pods for one session"
 
 
 @pytest.mark.controlplane
 @pytest.mark.faults
 @pytest.mark.usefixtures("idle_kubelet")
 def test_a_frozen_replica_is_replaced_and_leads_again_when_it_thaws(
-    control_plane: ControlPlane, namespace: str, replicas: list[OperatorProcess]
+    control_plane: ControlPlane,
+    namespace: str,
+    replicas: list[OperatorProcess],
+    pod_watch: PodWatch,
 ) -> None:
     active, standby = replicas
     leads(control_plane, namespace, active, standby)
-    watch = PodWatch(control_plane, namespace)
+    apply(control_plane, namespace, session_body("acme", transport="simulator"))
+    starts(control_plane, namespace, "acme", active)
+
+    os.killpg(active.process.pid, signal.SIGSTOP)  # a frozen node: no keep-alive, no goodbye
     try:
-        apply(control_plane, namespace, session_body("acme", transport="simulator"))
-        starts(control_plane, namespace, "acme", active)
-
-        os.killpg(active.process.pid, signal.SIGSTOP)  # a frozen node: no keep-alive, no goodbye
-        try:
-            apply(control_plane, namespace, session_body("globex", transport="simulator"))
-            starts(control_plane, namespace, "globex", standby, timeout=FAILOVER_GOAL + 10)
-        finally:
-            os.killpg(active.process.pid, signal.SIGCONT)
-        eventually(
-            lambda: PAUSED in standby.log(),
-            "the standby yields to the older replica again",
-            log=standby.log,
-        )
-
-        apply(control_plane, namespace, session_body("initech", transport="simulator"))
-        starts(control_plane, namespace, "initech", active)
-        apply(
-            control_plane,
-            namespace,
-            session_body("globex", transport="simulator", delivery={"ttlSeconds": 60}),
-        )
-        eventually(
-            lambda: ttl_in_pod(control_plane, namespace, "globex") == "60",
-            "the spec change replaces the pod",
-            log=active.log,
-        )
+        apply(control_plane, namespace, session_body("globex", transport="simulator"))
+        starts(control_plane, namespace, "globex", standby, timeout=FAILOVER_GOAL + 10)
     finally:
-        watch.stop()
-    assert watch.most == {"acme": 1, "globex": 1, "initech": 1}, "never two pods for one session"
+        os.killpg(active.process.pid, signal.SIGCONT)
+    eventually(
+        lambda: PAUSED in standby.log(),
+        "the standby yields to the older replica again",
+        log=standby.log,
+    )
+
+    apply(control_plane, namespace, session_body("initech", transport="simulator"))
+    starts(control_plane, namespace, "initech", active)
+    replaced_for_new_spec(control_plane, namespace, "globex", active)
+    assert pod_watch.most_at_once() == {"acme": 1, "globex": 1, "initech": 1}, (
+        "never two pods for one session"
+    )
 
 
 @pytest.mark.controlplane

@@ -14,7 +14,6 @@ import base64
 import functools
 import json
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,13 +26,13 @@ from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
 from harness.redis_server import RedisServer
+from harness.session_reports import status_of, write_status
 from wasp import contract, redis_acl
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.isolation]
 
 RESYNC_SECONDS = 2
 POD = contract.session_pod_name("acme")
-IDLE = [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"]
 USERS = (contract.session_redis_user("acme"), contract.api_redis_user("acme"))
 QUEUE = f"rq:queue:{contract.delivery_queue('acme')}"
 
@@ -64,15 +63,6 @@ def fast_operator(
 
 
 @pytest.fixture
-def idle_kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
-    stand_in = Kubelet(control_plane.kubeconfig, namespace, tmp_path / "kubelet", command=IDLE)
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
-
-
-@pytest.fixture
 def second_namespace(control_plane: ControlPlane, namespace: str) -> Iterator[str]:
     """Another namespace, for a resource its own operator runs."""
     name = f"{namespace[:58]}-b"
@@ -81,12 +71,6 @@ def second_namespace(control_plane: ControlPlane, namespace: str) -> Iterator[st
         yield name
     finally:
         control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def status_of(plane: ControlPlane, namespace: str, name: str = "acme") -> dict[str, Any]:
-    found = get(plane, namespace, "was", name) or {}
-    status: dict[str, Any] = found.get("status") or {}
-    return status
 
 
 def ready_condition(status: dict[str, Any]) -> dict[str, Any]:
@@ -334,14 +318,6 @@ CONNECTED = {
 }
 
 
-def write_status(client: redis.Redis, fields: dict[str, str]) -> None:
-    """Replace the tenant's status hash and announce it, as any writer could."""
-    key = contract.status_key("acme")
-    client.delete(key)
-    client.hset(key, mapping=dict[Any, Any](fields))
-    client.publish(contract.events_channel("acme"), json.dumps(fields))
-
-
 @pytest.mark.usefixtures("idle_kubelet")
 def test_a_status_from_anyone_but_the_lease_holder_never_reaches_the_resource(
     control_plane: ControlPlane,
@@ -360,7 +336,7 @@ def test_a_status_from_anyone_but_the_lease_holder_never_reaches_the_resource(
     redis_client.set(contract.lease_fence_key("acme"), "7")
     redis_client.set(contract.lease_key("acme"), f"7 {POD}")
     genuine = CONNECTED | {contract.STATUS_LEASE_TOKEN: "7"}
-    write_status(redis_client, genuine)
+    write_status(redis_client, "acme", genuine)
     eventually(
         lambda: status_of(plane, namespace).get("phase") == "Connected",
         "the holder's status shows",
@@ -368,17 +344,23 @@ def test_a_status_from_anyone_but_the_lease_holder_never_reaches_the_resource(
     )
 
     forgeries: list[tuple[str, Callable[[], None]]] = [
-        ("no token", lambda: write_status(redis_client, PAIRING | {contract.STATUS_POD: POD})),
+        (
+            "no token",
+            lambda: write_status(redis_client, "acme", PAIRING | {contract.STATUS_POD: POD}),
+        ),
         (
             "a wrong token",
             lambda: write_status(
-                redis_client, PAIRING | {contract.STATUS_POD: POD, contract.STATUS_LEASE_TOKEN: "6"}
+                redis_client,
+                "acme",
+                PAIRING | {contract.STATUS_POD: POD, contract.STATUS_LEASE_TOKEN: "6"},
             ),
         ),
         (
             "the right token from another pod",
             lambda: write_status(
                 redis_client,
+                "acme",
                 PAIRING
                 | {
                     contract.STATUS_POD: contract.session_pod_name("intruder"),
@@ -401,7 +383,7 @@ def test_a_status_from_anyone_but_the_lease_holder_never_reaches_the_resource(
         assert "forged-qr" not in json.dumps(status), what
 
     # A forged event on the channel, the hash being the holder's: only a wake-up.
-    write_status(redis_client, genuine)
+    write_status(redis_client, "acme", genuine)
     redis_client.publish(
         contract.events_channel("acme"),
         json.dumps(PAIRING | {contract.STATUS_POD: POD, contract.STATUS_LEASE_TOKEN: "7"}),
@@ -414,6 +396,7 @@ def test_a_status_from_anyone_but_the_lease_holder_never_reaches_the_resource(
     # The holder's own QR still flows.
     write_status(
         redis_client,
+        "acme",
         PAIRING
         | {
             contract.STATUS_QR: "2@genuine-qr",

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import base64
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
-import urllib3
 
 from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from harness.pod_watch import PodWatch
 from wasp import contract
 
 pytestmark = pytest.mark.controlplane
@@ -34,6 +32,7 @@ STUB = [sys.executable, "-c", STUB_PROGRAM]
 
 @pytest.fixture
 def stub_kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
+    """The kubelet stand-in running ``STUB`` in every pod: it exits a second after SIGTERM."""
     stand_in = Kubelet(control_plane.kubeconfig, namespace, tmp_path / "kubelet", command=STUB)
     try:
         yield stand_in
@@ -105,44 +104,12 @@ def test_applying_an_example_runs_a_locked_down_pod(
     }, "kopf keeps its bookkeeping out of the status"
 
 
-class PodWatch:
-    """Every ADDED/DELETED event of a session's pods, in the API server's order."""
-
-    def __init__(self, plane: ControlPlane, namespace: str) -> None:
-        """Start watching the namespace's wasp pods."""
-        api = kubernetes.client.CoreV1Api(
-            kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
-        )
-        self.events: list[tuple[str, str]] = []
-        self._stopped = False
-        self._watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-        self._stream = self._watch.stream(  # type: ignore[no-untyped-call]
-            api.list_namespaced_pod,
-            namespace,
-            label_selector=f"{contract.LABEL_MANAGED_BY}={contract.OPERATOR_NAME}",
-            timeout_seconds=300,
-        )
-        self._thread = threading.Thread(target=self._follow, daemon=True)
-        self._thread.start()
-
-    def _follow(self) -> None:
-        try:
-            for event in self._stream:
-                if event["type"] in {"ADDED", "DELETED"}:
-                    self.events.append((event["type"], event["object"].metadata.uid))
-        except urllib3.exceptions.HTTPError:
-            if not self._stopped:
-                raise
-
-    def stop(self) -> None:
-        """Stop watching."""
-        self._stopped = True
-        self._watch.stop()  # type: ignore[no-untyped-call]
-
-
 @pytest.mark.usefixtures("stub_kubelet")
 def test_a_spec_change_replaces_the_pod_only_after_the_old_one_is_gone(
-    control_plane: ControlPlane, namespace: str, wasp_operator: OperatorProcess
+    control_plane: ControlPlane,
+    namespace: str,
+    wasp_operator: OperatorProcess,
+    pod_watch: PodWatch,
 ) -> None:
     apply(control_plane, namespace, session_body("acme", transport="simulator"))
     old = eventually(
@@ -154,27 +121,25 @@ def test_a_spec_change_replaces_the_pod_only_after_the_old_one_is_gone(
         "the first pod runs",
         log=wasp_operator.log,
     )
-    watch = PodWatch(control_plane, namespace)
-    try:
-        apply(
-            control_plane,
-            namespace,
-            session_body("acme", transport="simulator", delivery={"ttlSeconds": 60}),
-        )
-        new = eventually(
-            lambda: (
-                (p := pod_of(control_plane, namespace, "acme"))
-                and p["metadata"]["uid"] != old["metadata"]["uid"]
-                and p
-            ),
-            "a new pod replaces the old one",
-            log=wasp_operator.log,
-        )
-        eventually(lambda: ("ADDED", new["metadata"]["uid"]) in watch.events, "the watch saw it")
-    finally:
-        watch.stop()
+    apply(
+        control_plane,
+        namespace,
+        session_body("acme", transport="simulator", delivery={"ttlSeconds": 60}),
+    )
+    new = eventually(
+        lambda: (
+            (p := pod_of(control_plane, namespace, "acme"))
+            and p["metadata"]["uid"] != old["metadata"]["uid"]
+            and p
+        ),
+        "a new pod replaces the old one",
+        log=wasp_operator.log,
+    )
+    eventually(lambda: ("ADDED", new["metadata"]["uid"]) in pod_watch.events, "the watch saw it")
     old_uid, new_uid = old["metadata"]["uid"], new["metadata"]["uid"]
-    sequence = [e for e in watch.events if e[1] in {old_uid, new_uid} and e != ("ADDED", old_uid)]
+    sequence = [
+        e for e in pod_watch.events if e[1] in {old_uid, new_uid} and e != ("ADDED", old_uid)
+    ]
     assert sequence == [("DELETED", old_uid), ("ADDED", new_uid)]
     env = {e["name"]: e.get("value") for e in new["spec"]["containers"][0]["env"]}
     assert env[contract.ENV_TTL_SECONDS] == "60"

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
-from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +22,18 @@ import pytest
 import redis
 
 from harness.controlplane import ControlPlane
+from harness.failure_logs import logs_of
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
 from harness.redis_server import RedisServer
+from harness.session_reports import events_of, report, status_when
 from wasp import contract
 from wasp.client import WaspClient
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.faults]
 
 POD = contract.session_pod_name("acme")
-IDLE = [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"]
 JID = "4915112345678@s.whatsapp.net"
-
-
-@pytest.fixture
-def idle_kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
-    stand_in = Kubelet(control_plane.kubeconfig, namespace, tmp_path / "kubelet", command=IDLE)
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
-
-
-def report(client: redis.Redis, tenant: str, fields: dict[str, str]) -> None:
-    """Write the status hash and announce it, as the session pod holding the lease does."""
-    token = str(client.get(contract.lease_fence_key(tenant)) or "")
-    token = token or str(client.incr(contract.lease_fence_key(tenant)))
-    client.set(contract.lease_key(tenant), f"{token} {POD}")
-    fields = {contract.STATUS_POD: POD, **fields, contract.STATUS_LEASE_TOKEN: token}
-    key = contract.status_key(tenant)
-    client.delete(key)
-    client.hset(key, mapping=dict[Any, Any](fields))
-    client.publish(contract.events_channel(tenant), json.dumps(fields))
 
 
 def connected(generation: int) -> dict[str, str]:
@@ -64,21 +43,6 @@ def connected(generation: int) -> dict[str, str]:
         contract.STATUS_LEASE_HELD: "1",
         contract.STATUS_AUTH_GENERATION: str(generation),
     }
-
-
-def status_when(
-    plane: ControlPlane,
-    namespace: str,
-    holds: Callable[[dict[str, Any]], bool],
-    what: str,
-    log: Callable[[], str] = str,
-) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        status = ((get(plane, namespace, "was", "acme") or {}).get("status")) or {}
-        return status if holds(status) else None
-
-    found: dict[str, Any] = eventually(probe, what, log=log)
-    return found
 
 
 def running_pod_uid(plane: ControlPlane, namespace: str, not_uid: str = "") -> str:
@@ -93,18 +57,8 @@ def running_pod_uid(plane: ControlPlane, namespace: str, not_uid: str = "") -> s
 
 
 def rollback_events(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
-    events = json.loads(
-        plane.kubectl(
-            "get",
-            "events",
-            "-n",
-            namespace,
-            "--field-selector",
-            "involvedObject.name=acme",
-            "-o",
-            "json",
-        ).stdout
-    )["items"]
+    """The session's Events that report a Redis rollback."""
+    events = events_of(plane, namespace)
     return [e for e in events if e["reason"] == contract.REASON_REDIS_ROLLED_BACK]
 
 
@@ -200,8 +154,7 @@ def test_a_pod_rescheduled_onto_a_rolled_back_redis_is_reported(  # noqa: PLR091
     redis_client: redis.Redis,
     tmp_path: Path,
 ) -> None:
-    def logs() -> str:
-        return f"{wasp_operator.log()[-4000:]}\n--- pod:\n{session_kubelet.log_of(POD)}"
+    logs = partial(logs_of, wasp_operator, session_kubelet, POD)
 
     apply(control_plane, namespace, session_body("acme", transport="simulator"))
     status_when(control_plane, namespace, lambda s: s.get("phase") == "AwaitingPairing", "QR", logs)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -14,52 +11,12 @@ import redis
 from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from harness.session_reports import events_of, report, status_when
 from wasp import contract
 
 pytestmark = pytest.mark.controlplane
 
 POD = contract.session_pod_name("acme")
-IDLE = [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"]
-
-
-@pytest.fixture
-def idle_kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Kubelet]:
-    stand_in = Kubelet(control_plane.kubeconfig, namespace, tmp_path / "kubelet", command=IDLE)
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
-
-
-def report(
-    client: redis.Redis, tenant: str, fields: dict[str, str], *, publish: bool = True
-) -> None:
-    """Write the status hash and announce it, as the session pod holding the lease does."""
-    token = str(client.get(contract.lease_fence_key(tenant)) or "")
-    token = token or str(client.incr(contract.lease_fence_key(tenant)))
-    client.set(contract.lease_key(tenant), f"{token} {fields[contract.STATUS_POD]}")
-    fields = fields | {contract.STATUS_LEASE_TOKEN: token}
-    key = contract.status_key(tenant)
-    client.delete(key)
-    client.hset(key, mapping=dict[Any, Any](fields))
-    if publish:
-        client.publish(contract.events_channel(tenant), json.dumps(fields))
-
-
-def status_when(
-    plane: ControlPlane,
-    namespace: str,
-    holds: Callable[[dict[str, Any]], bool],
-    what: str,
-    log: Callable[[], str] = str,
-) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        found = get(plane, namespace, "was", "acme")
-        status = (found or {}).get("status") or {}
-        return found if holds(status) else None
-
-    found: dict[str, Any] = eventually(probe, what, log=log)
-    return found
 
 
 PAIRING = {
@@ -97,7 +54,7 @@ def test_the_status_follows_the_sessions_reports(
     report(redis_client, "acme", PAIRING)
     pairing = status_when(
         control_plane, namespace, lambda s: s.get("phase") == "AwaitingPairing", "pairing shows"
-    )["status"]
+    )
     assert pairing["pairing"] == {
         "qrCode": "2@first-qr",
         "expiresAt": "2030-01-01T00:00:00Z",
@@ -105,39 +62,25 @@ def test_the_status_follows_the_sessions_reports(
     }
 
     report(redis_client, "acme", CONNECTED)
-    found = status_when(
+    status = status_when(
         control_plane, namespace, lambda s: s.get("phase") == "Connected", "connected shows"
     )
-    status = found["status"]
+    generation = (get(control_plane, namespace, "was", "acme") or {})["metadata"]["generation"]
     assert "pairing" not in status
     assert status["account"] == {"jid": "4915112345678@s.whatsapp.net", "pushName": "Acme"}
-    assert status["observedGeneration"] == found["metadata"]["generation"]
+    assert status["observedGeneration"] == generation
     conditions = {c["type"]: c for c in status["conditions"]}
     assert {k: c["status"] for k, c in conditions.items()} == {
         "Ready": "True",
         "Paired": "True",
         "Connected": "True",
     }
-    assert all(
-        c["observedGeneration"] == found["metadata"]["generation"] for c in conditions.values()
-    )
+    assert all(c["observedGeneration"] == generation for c in conditions.values())
     listed = control_plane.kubectl("get", "was", "acme", "-n", namespace).stdout
     assert "4915112345678@s.whatsapp.net" in listed
 
     def reasons() -> set[str] | None:
-        events = json.loads(
-            control_plane.kubectl(
-                "get",
-                "events",
-                "-n",
-                namespace,
-                "--field-selector",
-                "involvedObject.name=acme",
-                "-o",
-                "json",
-            ).stdout
-        )["items"]
-        seen = {e["reason"] for e in events}
+        seen = {e["reason"] for e in events_of(control_plane, namespace)}
         return seen if {"Starting", "AwaitingPairing", "Connected"} <= seen else None
 
     eventually(reasons, "an Event for every phase change", log=wasp_operator.log)
@@ -165,7 +108,7 @@ def test_the_qr_stays_in_redis_when_not_exposed(
     report(redis_client, "acme", PAIRING)
     status = status_when(
         control_plane, namespace, lambda s: s.get("phase") == "AwaitingPairing", "pairing shows"
-    )["status"]
+    )
     assert "pairing" not in status
     assert "2@first-qr" not in json.dumps(status)
 

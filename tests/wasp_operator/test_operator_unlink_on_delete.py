@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
 import redis
 
 from harness.controlplane import ControlPlane
+from harness.failure_logs import logs_of
 from harness.kubelet import Kubelet
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
 from harness.qr_channel import QrChannel
-from harness.redis_server import RedisServer
+from harness.session_reports import events_of, status_of
 from wasp import contract
 
 pytestmark = pytest.mark.controlplane
@@ -34,25 +36,18 @@ MASKED = "+49…78"  # how the Event names the account (as the logs do)
 DEVICE_REASONS = {"DeviceUnlinked", "DeviceNotUnlinked", "DeviceKeptLinked"}
 
 
-def session_status(plane: ControlPlane, namespace: str) -> dict[str, Any]:
-    found = get(plane, namespace, "was", TENANT) or {}
-    status: dict[str, Any] = found.get("status") or {}
-    return status
-
-
 def device_events(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
     """The resource's Events about its device (they stay after the resource is gone)."""
-    listed = plane.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={TENANT}",
-        "-o",
-        "json",
-    ).stdout
-    return [e for e in json.loads(listed)["items"] if e["reason"] in DEVICE_REASONS]
+    return [e for e in events_of(plane, namespace, TENANT) if e["reason"] in DEVICE_REASONS]
+
+
+def device_events_once_there(
+    plane: ControlPlane, namespace: str, logs: Callable[[], str]
+) -> list[dict[str, Any]]:
+    """Wait for the resource's first Event about its device; its Events about it then."""
+    return eventually(
+        lambda: device_events(plane, namespace), "an Event about the device", log=logs
+    )
 
 
 def linked_devices(client: redis.Redis) -> set[str]:
@@ -63,14 +58,14 @@ def linked_devices(client: redis.Redis) -> set[str]:
 def pair(plane: ControlPlane, namespace: str, client: redis.Redis, logs: Callable[[], str]) -> None:
     """Wait for the QR, scan it as ``ACCOUNT``'s phone, wait for Connected."""
     eventually(
-        lambda: session_status(plane, namespace).get("phase") == "AwaitingPairing",
+        lambda: status_of(plane, namespace, TENANT).get("phase") == "AwaitingPairing",
         "the session waits for a scan",
         log=logs,
     )
     scan = {"command": "scan", "phone": ACCOUNT}
     client.rpush(contract.simulator_commands_key(TENANT), json.dumps(scan))
     eventually(
-        lambda: session_status(plane, namespace).get("phase") == "Connected",
+        lambda: status_of(plane, namespace, TENANT).get("phase") == "Connected",
         "the session is Connected",
         log=logs,
     )
@@ -99,40 +94,30 @@ def test_deleting_a_linked_session_logs_its_device_out_and_says_so(
     namespace: str,
     wasp_operator: OperatorProcess,
     session_kubelet: Kubelet,
-    redis_server: RedisServer,
+    redis_client: redis.Redis,
 ) -> None:
-    client = redis_server.client()
+    logs = partial(logs_of, wasp_operator, session_kubelet, POD)
 
-    def logs() -> str:
-        return f"{wasp_operator.log()[-4000:]}\n--- pod:\n{session_kubelet.log_of(POD)}"
+    apply(control_plane, namespace, session_body(TENANT, transport="simulator"))
+    pair(control_plane, namespace, redis_client, logs)
+    assert linked_devices(redis_client) == {JID}
+    assert redis_client.exists(contract.auth_key(TENANT)) == 1
+    qr = QrChannel(redis_client, TENANT)  # from here on, no QR may show
 
-    try:
-        apply(control_plane, namespace, session_body(TENANT, transport="simulator"))
-        pair(control_plane, namespace, client, logs)
-        assert linked_devices(client) == {JID}
-        assert client.exists(contract.auth_key(TENANT)) == 1
-        qr = QrChannel(client, TENANT)  # from here on, no QR may show
+    took = delete_and_wait(control_plane, namespace, logs)
 
-        took = delete_and_wait(control_plane, namespace, logs)
-
-        assert linked_devices(client) == set(), "the phone still lists the deleted session"
-        events = eventually(
-            lambda: device_events(control_plane, namespace),
-            "an Event about the device",
-            log=logs,
-        )
-        assert [(e["type"], e["reason"]) for e in events] == [("Normal", "DeviceUnlinked")]
-        assert events[0]["message"] == (
-            f"Logged out the linked device of {MASKED} before deleting the session."
-        )
-        assert qr.drain() == [], "the logged-out pod opened a pairing window while deleted"
-        qr.close()
-        assert client.exists(contract.auth_key(TENANT), contract.status_key(TENANT)) == 0
-        assert get(control_plane, namespace, "pod", POD) is None
-        assert took < 60, f"deletion took {took:.1f} s"
-        assert counted("unlinked") in wasp_operator.metrics()
-    finally:
-        client.close()
+    assert linked_devices(redis_client) == set(), "the phone still lists the deleted session"
+    events = device_events_once_there(control_plane, namespace, logs)
+    assert [(e["type"], e["reason"]) for e in events] == [("Normal", "DeviceUnlinked")]
+    assert events[0]["message"] == (
+        f"Logged out the linked device of {MASKED} before deleting the session."
+    )
+    assert qr.drain() == [], "the logged-out pod opened a pairing window while deleted"
+    qr.close()
+    assert redis_client.exists(contract.auth_key(TENANT), contract.status_key(TENANT)) == 0
+    assert get(control_plane, namespace, "pod", POD) is None
+    assert took < 60, f"deletion took {took:.1f} s"
+    assert counted("unlinked") in wasp_operator.metrics()
 
 
 def test_a_session_kept_linked_on_delete_leaves_its_device_on_the_phone(
@@ -140,33 +125,23 @@ def test_a_session_kept_linked_on_delete_leaves_its_device_on_the_phone(
     namespace: str,
     wasp_operator: OperatorProcess,
     session_kubelet: Kubelet,
-    redis_server: RedisServer,
+    redis_client: redis.Redis,
 ) -> None:
-    client = redis_server.client()
+    logs = partial(logs_of, wasp_operator, session_kubelet, POD)
 
-    def logs() -> str:
-        return f"{wasp_operator.log()[-4000:]}\n--- pod:\n{session_kubelet.log_of(POD)}"
+    body = session_body(TENANT, transport="simulator", unlinkOnDelete=False)
+    apply(control_plane, namespace, body)
+    pair(control_plane, namespace, redis_client, logs)
 
-    try:
-        body = session_body(TENANT, transport="simulator", unlinkOnDelete=False)
-        apply(control_plane, namespace, body)
-        pair(control_plane, namespace, client, logs)
+    delete_and_wait(control_plane, namespace, logs)
 
-        delete_and_wait(control_plane, namespace, logs)
-
-        assert linked_devices(client) == {JID}
-        events = eventually(
-            lambda: device_events(control_plane, namespace),
-            "an Event about the device",
-            log=logs,
-        )
-        assert [(e["type"], e["reason"]) for e in events] == [("Normal", "DeviceKeptLinked")]
-        assert MASKED in events[0]["message"]
-        assert "spec.unlinkOnDelete is false" in events[0]["message"]
-        assert client.exists(contract.auth_key(TENANT)) == 0  # wasp forgets it all the same
-        assert counted("kept") in wasp_operator.metrics()
-    finally:
-        client.close()
+    assert linked_devices(redis_client) == {JID}
+    events = device_events_once_there(control_plane, namespace, logs)
+    assert [(e["type"], e["reason"]) for e in events] == [("Normal", "DeviceKeptLinked")]
+    assert MASKED in events[0]["message"]
+    assert "spec.unlinkOnDelete is false" in events[0]["message"]
+    assert redis_client.exists(contract.auth_key(TENANT)) == 0  # wasp forgets it all the same
+    assert counted("kept") in wasp_operator.metrics()
 
 
 def test_a_linked_session_without_a_running_pod_is_deleted_with_a_warning(
@@ -174,42 +149,32 @@ def test_a_linked_session_without_a_running_pod_is_deleted_with_a_warning(
     namespace: str,
     wasp_operator: OperatorProcess,
     session_kubelet: Kubelet,
-    redis_server: RedisServer,
+    redis_client: redis.Redis,
 ) -> None:
-    client = redis_server.client()
+    logs = partial(logs_of, wasp_operator, session_kubelet, POD)
 
-    def logs() -> str:
-        return f"{wasp_operator.log()[-4000:]}\n--- pod:\n{session_kubelet.log_of(POD)}"
+    apply(control_plane, namespace, session_body(TENANT, transport="simulator"))
+    pair(control_plane, namespace, redis_client, logs)
+    apply(control_plane, namespace, session_body(TENANT, transport="simulator", suspend=True))
+    eventually(
+        lambda: (
+            status_of(control_plane, namespace, TENANT).get("phase") == "Suspended"
+            and get(control_plane, namespace, "pod", POD) is None
+        ),
+        "the session is Suspended, its pod gone",
+        log=logs,
+    )
 
-    try:
-        apply(control_plane, namespace, session_body(TENANT, transport="simulator"))
-        pair(control_plane, namespace, client, logs)
-        apply(control_plane, namespace, session_body(TENANT, transport="simulator", suspend=True))
-        eventually(
-            lambda: (
-                session_status(control_plane, namespace).get("phase") == "Suspended"
-                and get(control_plane, namespace, "pod", POD) is None
-            ),
-            "the session is Suspended, its pod gone",
-            log=logs,
-        )
+    took = delete_and_wait(control_plane, namespace, logs)
 
-        took = delete_and_wait(control_plane, namespace, logs)
-
-        assert linked_devices(client) == {JID}  # nobody could log it out
-        events = eventually(
-            lambda: device_events(control_plane, namespace),
-            "an Event about the device",
-            log=logs,
-        )
-        assert [(e["type"], e["reason"]) for e in events] == [("Warning", "DeviceNotUnlinked")]
-        message = events[0]["message"]
-        assert "no pod holds the session's lease" in message
-        assert "remove the device in the phone's Linked devices" in message
-        assert took < 30, f"deletion took {took:.1f} s"  # no wait for a pod that is not there
-        assert counted("failed") in wasp_operator.metrics()
-    finally:
-        client.close()
+    assert linked_devices(redis_client) == {JID}  # nobody could log it out
+    events = device_events_once_there(control_plane, namespace, logs)
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "DeviceNotUnlinked")]
+    message = events[0]["message"]
+    assert "no pod holds the session's lease" in message
+    assert "remove the device in the phone's Linked devices" in message
+    assert took < 30, f"deletion took {took:.1f} s"  # no wait for a pod that is not there
+    assert counted("failed") in wasp_operator.metrics()
 
 
 def test_a_session_never_paired_is_deleted_without_an_unlink(
@@ -217,29 +182,23 @@ def test_a_session_never_paired_is_deleted_without_an_unlink(
     namespace: str,
     wasp_operator: OperatorProcess,
     session_kubelet: Kubelet,
-    redis_server: RedisServer,
+    redis_client: redis.Redis,
 ) -> None:
-    client = redis_server.client()
+    logs = partial(logs_of, wasp_operator, session_kubelet, POD)
 
-    def logs() -> str:
-        return f"{wasp_operator.log()[-4000:]}\n--- pod:\n{session_kubelet.log_of(POD)}"
+    apply(control_plane, namespace, session_body(TENANT, transport="simulator"))
+    eventually(
+        lambda: status_of(control_plane, namespace, TENANT).get("phase") == "AwaitingPairing",
+        "the session waits for a scan",
+        log=logs,
+    )
 
-    try:
-        apply(control_plane, namespace, session_body(TENANT, transport="simulator"))
-        eventually(
-            lambda: session_status(control_plane, namespace).get("phase") == "AwaitingPairing",
-            "the session waits for a scan",
-            log=logs,
-        )
+    took = delete_and_wait(control_plane, namespace, logs)
 
-        took = delete_and_wait(control_plane, namespace, logs)
-
-        assert device_events(control_plane, namespace) == []
-        assert linked_devices(client) == set()
-        assert took < 30, f"deletion took {took:.1f} s"
-        assert counted("not_linked") in wasp_operator.metrics()
-    finally:
-        client.close()
+    assert device_events(control_plane, namespace) == []
+    assert linked_devices(redis_client) == set()
+    assert took < 30, f"deletion took {took:.1f} s"
+    assert counted("not_linked") in wasp_operator.metrics()
 
 
 @pytest.mark.faults
@@ -248,38 +207,28 @@ def test_a_wedged_session_that_never_logs_out_delays_its_deletion_twenty_seconds
     namespace: str,
     wasp_operator: OperatorProcess,
     session_kubelet: Kubelet,
-    redis_server: RedisServer,
+    redis_client: redis.Redis,
 ) -> None:
-    client = redis_server.client()
+    logs = partial(logs_of, wasp_operator, session_kubelet, POD)
 
-    def logs() -> str:
-        return f"{wasp_operator.log()[-4000:]}\n--- pod:\n{session_kubelet.log_of(POD)}"
+    apply(control_plane, namespace, session_body(TENANT, transport="simulator"))
+    pair(control_plane, namespace, redis_client, logs)
+    # The session's loop wedges (as on a stuck whatsmeow call): it keeps its lease
+    # and reports Connected, but acts on no command.
+    hang = {"command": "hang", "seconds": 120}
+    redis_client.rpush(contract.simulator_commands_key(TENANT), json.dumps(hang))
+    eventually(
+        lambda: redis_client.llen(contract.simulator_commands_key(TENANT)) == 0,
+        "the simulator took the hang",
+        log=logs,
+    )
 
-    try:
-        apply(control_plane, namespace, session_body(TENANT, transport="simulator"))
-        pair(control_plane, namespace, client, logs)
-        # The session's loop wedges (as on a stuck whatsmeow call): it keeps its lease
-        # and reports Connected, but acts on no command.
-        hang = {"command": "hang", "seconds": 120}
-        client.rpush(contract.simulator_commands_key(TENANT), json.dumps(hang))
-        eventually(
-            lambda: client.llen(contract.simulator_commands_key(TENANT)) == 0,
-            "the simulator took the hang",
-            log=logs,
-        )
+    took = delete_and_wait(control_plane, namespace, logs)
 
-        took = delete_and_wait(control_plane, namespace, logs)
-
-        events = eventually(
-            lambda: device_events(control_plane, namespace),
-            "an Event about the device",
-            log=logs,
-        )
-        assert [(e["type"], e["reason"]) for e in events] == [("Warning", "DeviceNotUnlinked")]
-        assert "the session reported no LoggedOut within 20 s" in events[0]["message"]
-        assert linked_devices(client) == {JID}
-        # 20 s for the logout, then the pod's own shutdown bound (10 s here), then cleanup.
-        assert 20 <= took < 60, f"deletion took {took:.1f} s"
-        assert counted("failed") in wasp_operator.metrics()
-    finally:
-        client.close()
+    events = device_events_once_there(control_plane, namespace, logs)
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "DeviceNotUnlinked")]
+    assert "the session reported no LoggedOut within 20 s" in events[0]["message"]
+    assert linked_devices(redis_client) == {JID}
+    # 20 s for the logout, then the pod's own shutdown bound (10 s here), then cleanup.
+    assert 20 <= took < 60, f"deletion took {took:.1f} s"
+    assert counted("failed") in wasp_operator.metrics()

@@ -24,6 +24,7 @@ from typing import cast
 import pytest
 import redis
 
+from harness.faketime import skewed_environment
 from harness.session_process import SessionProcess
 from wasp import WaspClient, contract
 
@@ -31,35 +32,9 @@ pytestmark = pytest.mark.faults
 
 TENANT = "acme"
 PHONE = "+4915112345678"
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 SKEW_SECONDS = {"+5m": 300, "-5m": -300}
 
 StartSession = Callable[..., SessionProcess]
-
-
-SLEEP_IN_SELECT = """
-import select, time
-
-def _sleep(seconds):
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        select.select([], [], [], left)
-
-time.sleep = _sleep
-"""
-
-
-def _skewed(offset: str, folder: Path) -> dict[str, str]:
-    """The env that runs a process with its wall clock ``offset`` from the real one."""
-    assert LIBFAKETIME.exists(), f"{LIBFAKETIME} missing: run `make faketime`"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(SLEEP_IN_SELECT, encoding="utf-8")
-    return {
-        "LD_PRELOAD": str(LIBFAKETIME),
-        "FAKETIME": offset,
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "PYTHONPATH": str(folder),
-    }
 
 
 def _outbox_texts(client: redis.Redis) -> list[str]:
@@ -78,7 +53,7 @@ def _pod_state(pod: SessionProcess, message_id: str) -> tuple[str | None, str | 
 def test_a_pod_five_minutes_off_pairs_and_keeps_otp_ttls(
     start_session: StartSession, redis_client: redis.Redis, offset: str, tmp_path: Path
 ) -> None:
-    pod = start_session(TENANT, **_skewed(offset, tmp_path / "faketime"))
+    pod = start_session(TENANT, **skewed_environment(offset, tmp_path / "faketime"))
     pod.wait_for_phase("AwaitingPairing")
     pod.simulate("scan")
     pod.wait_for_phase("Connected", timeout=30)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from harness.session_process import Channels, SessionProcess, new_auth_key
+from harness.session_restarts import killed, pairing_record, restarted
 from wasp import WaspClient, contract
 
 pytestmark = pytest.mark.faults
@@ -32,20 +33,6 @@ OTHER = "+4915112345678"
 BAN_SECONDS = 12
 
 
-@pytest.fixture
-def channels(redis_client: redis.Redis) -> Iterator[Channels]:
-    subscriber = Channels(redis_client, TENANT)
-    try:
-        yield subscriber
-    finally:
-        subscriber.close()
-
-
-def halt_record(client: redis.Redis) -> dict[str, str]:
-    fields: dict[str, str] = client.hgetall(contract.pairing_key(TENANT))  # type: ignore[assignment]
-    return fields
-
-
 def redis_now(client: redis.Redis) -> float:
     seconds, micros = client.time()
     return seconds + micros / 1e6
@@ -54,28 +41,6 @@ def redis_now(client: redis.Redis) -> float:
 def outbox_texts(client: redis.Redis) -> list[str]:
     entries = client.lrange(contract.simulator_outbox_key(TENANT), 0, -1)
     return [json.loads(entry)["text"] for entry in entries]
-
-
-def metric(pod: SessionProcess, name: str) -> float:
-    for line in pod.metrics().splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    return 0.0
-
-
-def killed_and_restarted(
-    start_session: StartSession, pod: SessionProcess, key: str
-) -> SessionProcess:
-    """SIGKILL ``pod`` and start the tenant's pod again; return once it wrote its own status."""
-    token = pod.status()[contract.STATUS_LEASE_TOKEN]
-    pod.kill()
-    assert pod.wait_exit() == -9
-    again = start_session(auth_key=key)
-    again.wait_for(
-        lambda: again.status().get(contract.STATUS_LEASE_TOKEN, token) != token,
-        "the restarted pod's own status",
-    )
-    return again
 
 
 def connected(start_session: StartSession, key: str, phone: str = PINNED) -> SessionProcess:
@@ -96,16 +61,16 @@ def test_a_pod_restarted_while_banned_waits_out_the_rest_of_the_ban(
     status = pod.wait_for_phase("Banned")
     assert status[contract.STATUS_REASON] == "TemporaryBan"
     banned_until = status[contract.STATUS_BANNED_UNTIL]
-    ends = float(halt_record(redis_client)["banned_until"])  # Redis's clock
-    assert halt_record(redis_client)["halt"] == "Banned"
+    ends = float(pairing_record(redis_client, TENANT)["banned_until"])  # Redis's clock
+    assert pairing_record(redis_client, TENANT)["halt"] == "Banned"
     assert BAN_SECONDS - 3 < ends - redis_now(redis_client) <= BAN_SECONDS
-    assert metric(pod, "wasp_session_bans_total") == 1
+    assert pod.metric("wasp_session_bans_total") == 1
 
     client = WaspClient(redis_client, TENANT)
     kept = client.send_otp(OTHER, "111111", ttl_seconds=120)  # outlives the ban: sent after it
     lapsed = client.send_otp(OTHER, "222222", ttl_seconds=2)  # ends within the ban: expires
 
-    pod = killed_and_restarted(start_session, pod, key)
+    pod = restarted(start_session, killed(pod), auth_key=key)
     status = pod.wait_for_phase("Banned")
     assert status[contract.STATUS_REASON] == "TemporaryBan"
     assert status[contract.STATUS_BANNED_UNTIL] == banned_until  # the rest, not a new ban
@@ -117,7 +82,7 @@ def test_a_pod_restarted_while_banned_waits_out_the_rest_of_the_ban(
     pod.wait_for_phase("Connected", timeout=BAN_SECONDS + 10)
     assert redis_now(redis_client) >= ends  # not before the ban ended
     assert contract.STATUS_BANNED_UNTIL not in pod.status()
-    assert halt_record(redis_client) == {}
+    assert pairing_record(redis_client, TENANT) == {}
     pod.wait_for(lambda: client.message_status(kept).state == "read", "the kept OTP read")
     pod.wait_for(lambda: client.message_status(lapsed).state == "failed", "the lapsed OTP failed")
     assert client.message_status(lapsed).reason == "expired"
@@ -136,7 +101,7 @@ def test_a_ban_that_ended_while_no_pod_ran_reconnects_at_once(
     token = pod.status()[contract.STATUS_LEASE_TOKEN]
     pod.kill()
     assert pod.wait_exit() == -9
-    ends = float(halt_record(redis_client)["banned_until"])
+    ends = float(pairing_record(redis_client, TENANT)["banned_until"])
     while redis_now(redis_client) < ends:
         time.sleep(0.2)
 
@@ -148,7 +113,7 @@ def test_a_ban_that_ended_while_no_pod_ran_reconnects_at_once(
         ),
         "the restarted pod connected",
     )
-    assert halt_record(redis_client) == {}
+    assert pairing_record(redis_client, TENANT) == {}
 
 
 def test_a_refused_account_stays_refused_after_a_restart_until_pair(
@@ -162,12 +127,12 @@ def test_a_refused_account_stays_refused_after_a_restart_until_pair(
     status = pod.wait_for_phase("Failed")
     assert status[contract.STATUS_REASON] == "AccountMismatch"
     message = status[contract.STATUS_MESSAGE]
-    assert halt_record(redis_client)["halt"] == "Failed"
-    assert metric(pod, "wasp_session_accounts_refused_total") == 1
+    assert pairing_record(redis_client, TENANT)["halt"] == "Failed"
+    assert pod.metric("wasp_session_accounts_refused_total") == 1
     client = WaspClient(redis_client, TENANT)
     waiting = client.send_otp(OTHER, "333333", ttl_seconds=120)
 
-    pod = killed_and_restarted(start_session, pod, key)
+    pod = restarted(start_session, killed(pod), auth_key=key)
     status = pod.wait_for_phase("Failed")
     assert status[contract.STATUS_REASON] == "AccountMismatch"
     assert status[contract.STATUS_MESSAGE] == message
@@ -183,10 +148,10 @@ def test_a_refused_account_stays_refused_after_a_restart_until_pair(
 
     pod.control(contract.CONTROL_PAIR)  # re-arm: the pinned account scans again
     pod.wait_for_status(contract.STATUS_PAIRING_WINDOW, "1")
-    assert "halt" not in halt_record(redis_client)
+    assert "halt" not in pairing_record(redis_client, TENANT)
     pod.simulate("scan", phone=PINNED)
     pod.wait_for_phase("Connected")
-    assert halt_record(redis_client) == {}
+    assert pairing_record(redis_client, TENANT) == {}
     pod.wait_for(lambda: client.message_status(waiting).state == "read", "the waiting OTP read")
     assert len(outbox_texts(redis_client)) == 1
 
@@ -202,7 +167,7 @@ def test_the_simulated_timelock_holds_for_a_pod_restarted_after_a_sigkill(
     pod.simulate("timelock")
     pod.wait_for_status(contract.STATUS_TIMELOCKED, "1")
 
-    pod = killed_and_restarted(start_session, pod, key)
+    pod = restarted(start_session, killed(pod), auth_key=key)
     pod.wait_for_phase("Connected")
     assert pod.status()[contract.STATUS_TIMELOCKED] == "1"
     # WhatsApp still holds it: a new contact is refused (463), a known one still gets its code.

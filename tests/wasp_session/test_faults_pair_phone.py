@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,28 +33,12 @@ TENANT = "acme"
 BY_CODE = {contract.ENV_PAIRING_METHOD: "PairingCode", contract.ENV_PAIRING_PHONE: "+4915112345678"}
 
 
-@pytest.fixture
-def channels(redis_client: redis.Redis) -> Iterator[Channels]:
-    subscriber = Channels(redis_client, TENANT)
-    try:
-        yield subscriber
-    finally:
-        subscriber.close()
-
-
 def refuse_pair_phone(client: redis.Redis, count: int, reason: str | None = None) -> None:
     """Queue the fault before the pod starts: its first requests are refused."""
     command: dict[str, object] = {"command": "fail_pair_phone", "count": count}
     if reason is not None:
         command["reason"] = reason
     client.rpush(contract.simulator_commands_key(TENANT), json.dumps(command))
-
-
-def metric(pod: SessionProcess, name: str) -> float:
-    for line in pod.metrics().splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def test_a_refused_code_request_is_retried_and_then_the_code_shows(
@@ -71,7 +55,7 @@ def test_a_refused_code_request_is_retried_and_then_the_code_shows(
     assert channels.phases()[:3] == ["Starting", "Reconnecting", "AwaitingPairing"]
     refused = [line for line in pod.log_lines() if line.get("event") == "pair_phone_failed"]
     assert len(refused) == 2
-    assert metric(pod, "wasp_session_pair_phone_failures_total") == 2
+    assert pod.metric("wasp_session_pair_phone_failures_total") == 2
     pod.simulate("scan")
     pod.wait_for_phase("Connected")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ import redis
 
 from harness.redis_server import RedisServer
 from harness.session_process import Channels, SessionProcess, new_auth_key
+from harness.session_restarts import killed, pairing_record, restarted
 from wasp import contract, redis_acl
 from wasp_session.errors import LeaseLostError
 from wasp_session.lease import Lease
@@ -30,38 +31,6 @@ pytestmark = pytest.mark.faults
 
 StartSession = Callable[..., SessionProcess]
 TENANT = "acme"
-
-
-@pytest.fixture
-def channels(redis_client: redis.Redis) -> Iterator[Channels]:
-    subscriber = Channels(redis_client, TENANT)
-    try:
-        yield subscriber
-    finally:
-        subscriber.close()
-
-
-def record(client: redis.Redis) -> dict[str, str]:
-    fields: dict[str, str] = client.hgetall(contract.pairing_key(TENANT))  # type: ignore[assignment]
-    return fields
-
-
-def killed(pod: SessionProcess) -> str:
-    """SIGKILL ``pod``; return the lease token of the status it left."""
-    token = pod.status()[contract.STATUS_LEASE_TOKEN]
-    pod.kill()
-    assert pod.wait_exit() == -9
-    return token
-
-
-def restarted(start_session: StartSession, old_token: str, **env: str) -> SessionProcess:
-    """The tenant's pod started again; returns once it holds the lease and wrote its phase."""
-    pod = start_session(**env)
-    pod.wait_for(
-        lambda: pod.status().get(contract.STATUS_LEASE_TOKEN, old_token) != old_token,
-        "the restarted pod's own status",
-    )
-    return pod
 
 
 def run_wasp(*args: str) -> subprocess.CompletedProcess[str]:
@@ -90,7 +59,7 @@ def test_a_pod_restarted_during_a_pairing_storm_goes_on_counting_and_stays_expir
     pod.wait_for_status(contract.STATUS_PAIRING_WINDOW, "1")
     pod.simulate("expire_qr")
     pod.wait_for_status(contract.STATUS_PAIRING_WINDOW, "2")
-    assert record(redis_client)["windows"] == "2"
+    assert pairing_record(redis_client, TENANT)["windows"] == "2"
 
     pod = restarted(start_session, killed(pod), **limit)
     status = pod.wait_for_status(contract.STATUS_PAIRING_WINDOW, "3")  # not 1 again
@@ -99,7 +68,7 @@ def test_a_pod_restarted_during_a_pairing_storm_goes_on_counting_and_stays_expir
     status = pod.wait_for_phase("PairingExpired")
     assert status[contract.STATUS_REASON] == "PairingWindowsExhausted"
     assert status[contract.STATUS_MESSAGE].startswith("3 pairing windows ended unscanned")
-    assert record(redis_client)["halt"] == "PairingExpired"
+    assert pairing_record(redis_client, TENANT)["halt"] == "PairingExpired"
 
     pod = restarted(start_session, killed(pod), **limit)
     status = pod.wait_for_phase("PairingExpired")
@@ -123,7 +92,7 @@ def test_a_pod_restarted_during_a_pairing_storm_goes_on_counting_and_stays_expir
         ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 api.execute_command(*command)
-    assert record(redis_client)["halt"] == "PairingExpired"
+    assert pairing_record(redis_client, TENANT)["halt"] == "PairingExpired"
     assert pod.phase() == "PairingExpired"
 
     # ... but it may ask for pairing: the pod (the lease holder) clears the record.
@@ -131,11 +100,11 @@ def test_a_pod_restarted_during_a_pairing_storm_goes_on_counting_and_stays_expir
     assert asked.returncode == 0, asked.stderr
     status = pod.wait_for_status(contract.STATUS_PAIRING_WINDOW, "1")
     assert status[contract.STATUS_PHASE] == "AwaitingPairing"
-    assert record(redis_client)["windows"] == "1"
-    assert "halt" not in record(redis_client)
+    assert pairing_record(redis_client, TENANT)["windows"] == "1"
+    assert "halt" not in pairing_record(redis_client, TENANT)
     pod.simulate("scan")
     pod.wait_for_phase("Connected")
-    assert record(redis_client) == {}
+    assert pairing_record(redis_client, TENANT) == {}
 
 
 def test_a_conflict_halt_survives_a_restart_until_pair(
@@ -149,7 +118,7 @@ def test_a_conflict_halt_survives_a_restart_until_pair(
     pod.wait_for(lambda: redis_client.exists(contract.auth_key(TENANT)), "auth checkpoint")
     pod.simulate("stream_replaced")
     pod.wait_for_phase("Conflict")
-    assert record(redis_client)["halt"] == "Conflict"
+    assert pairing_record(redis_client, TENANT)["halt"] == "Conflict"
 
     pod = restarted(start_session, killed(pod), auth_key=key)
     status = pod.wait_for_phase("Conflict")
@@ -161,7 +130,7 @@ def test_a_conflict_halt_survives_a_restart_until_pair(
 
     pod.control(contract.CONTROL_PAIR)
     pod.wait_for_phase("Connected")  # the stored device, no new scan
-    assert record(redis_client) == {}
+    assert pairing_record(redis_client, TENANT) == {}
 
 
 def test_only_the_lease_holder_writes_the_pairing_record(redis_client: redis.Redis) -> None:
@@ -172,7 +141,7 @@ def test_only_the_lease_holder_writes_the_pairing_record(redis_client: redis.Red
         PairingRecord(redis_client, TENANT, mine).save(Pairing(2))
     with pytest.raises(LeaseLostError):
         PairingRecord(redis_client, TENANT, mine).clear()
-    assert record(redis_client) == {}
+    assert pairing_record(redis_client, TENANT) == {}
 
     PairingRecord(redis_client, TENANT, theirs).save(Pairing(3, "PairingExpired", "R", "M"))
     assert PairingRecord(redis_client, TENANT, mine).read() == Pairing(

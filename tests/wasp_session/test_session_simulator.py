@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,15 +19,6 @@ from harness.session_process import Channels, SessionProcess
 from wasp import contract
 
 StartSession = Callable[..., SessionProcess]
-
-
-@pytest.fixture
-def channels(redis_client: redis.Redis) -> Iterator[Channels]:
-    subscriber = Channels(redis_client, "acme")
-    try:
-        yield subscriber
-    finally:
-        subscriber.close()
 
 
 def connected(start_session: StartSession, channels: Channels, **env: str) -> SessionProcess:

@@ -10,7 +10,7 @@ is taken away).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -31,15 +31,6 @@ def board(client: redis.Redis, pod: str) -> tuple[StatusBoard, Lease]:
 
 def status(client: redis.Redis) -> dict[str, str]:
     return client.hgetall(contract.status_key("acme"))  # type: ignore[return-value]
-
-
-@pytest.fixture
-def channels(redis_client: redis.Redis) -> Iterator[Channels]:
-    subscriber = Channels(redis_client, "acme")
-    try:
-        yield subscriber
-    finally:
-        subscriber.close()
 
 
 # ---------------------------------------------------------------- the status board

@@ -54,6 +54,22 @@ examples:
 """
 
 
+def add_send_arguments(send: argparse.ArgumentParser) -> None:
+    """The ``send`` command's arguments after the session (also ``kubectl wasp send``)."""
+    send.add_argument("phone", help="recipient, e.g. +4915112345678 or 015112345678")
+    send.add_argument("code", help="the one-time code: 4 to 10 letters or digits")
+    send.add_argument("--ttl", type=int, help="seconds the code stays valid (default: tenant's)")
+    send.add_argument("--template", help="message text with {code} and {minutes}")
+    send.add_argument("--message-id", help="your own id (sending the same id twice sends once)")
+    send.add_argument("--region", help="default region for numbers without +CC, e.g. DE")
+    send.add_argument(
+        "--wait",
+        choices=[s for s in contract.MESSAGE_STATES if s not in ("queued", "failed")],
+        help="wait until the message reaches this state (or fails)",
+    )
+    send.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Describe the ``wasp`` command line."""
     parser = argparse.ArgumentParser(
@@ -87,18 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     send.add_argument("tenant", metavar="SESSION", help="tenant id of the session")
-    send.add_argument("phone", help="recipient, e.g. +4915112345678 or 015112345678")
-    send.add_argument("code", help="the one-time code: 4 to 10 letters or digits")
-    send.add_argument("--ttl", type=int, help="seconds the code stays valid (default: tenant's)")
-    send.add_argument("--template", help="message text with {code} and {minutes}")
-    send.add_argument("--message-id", help="your own id (sending the same id twice sends once)")
-    send.add_argument("--region", help="default region for numbers without +CC, e.g. DE")
-    send.add_argument(
-        "--wait",
-        choices=[s for s in contract.MESSAGE_STATES if s not in ("queued", "failed")],
-        help="wait until the message reaches this state (or fails)",
-    )
-    send.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
+    add_send_arguments(send)
 
     status = commands.add_parser(
         "status",
@@ -196,7 +201,8 @@ def _client(args: argparse.Namespace) -> WaspClient:
     )
 
 
-def _send(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
+def send_command(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
+    """Enqueue the OTP of ``add_send_arguments``, print its id; with ``--wait``, its status."""
     message_id = client.send_otp(
         args.phone,
         args.code,
@@ -257,7 +263,7 @@ def _pair(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"send": _send, "status": _status, "qr": _qr, "watch": _watch, "pair": _pair}
+_COMMANDS = {"send": send_command, "status": _status, "qr": _qr, "watch": _watch, "pair": _pair}
 
 
 def run(

@@ -25,8 +25,17 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 
-from wasp import __version__, contract
-from wasp.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, plain, print_fields
+from wasp import __version__
+from wasp.cli import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_send_arguments,
+    plain,
+    print_fields,
+    send_command,
+)
 from wasp.cli import render_qr as draw_qr
 from wasp.client import WaspClient
 from wasp.errors import SessionNotFoundError, WaspError
@@ -126,19 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     qr = command("qr", "draw the live pairing QR code, redrawn as it rotates, until paired")
     qr.add_argument("--timeout", type=float, help="give up after this many seconds without news")
 
-    send = command("send", "enqueue one OTP and print its message id")
-    send.add_argument("phone", help="recipient, e.g. +4915112345678 or 015112345678")
-    send.add_argument("code", help="the one-time code: 4 to 10 letters or digits")
-    send.add_argument("--ttl", type=int, help="seconds the code stays valid (default: tenant's)")
-    send.add_argument("--template", help="message text with {code} and {minutes}")
-    send.add_argument("--message-id", help="your own id (sending the same id twice sends once)")
-    send.add_argument("--region", help="default region for numbers without +CC, e.g. DE")
-    send.add_argument(
-        "--wait",
-        choices=[s for s in contract.MESSAGE_STATES if s not in ("queued", "failed")],
-        help="wait until the message reaches this state (or fails)",
-    )
-    send.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits (60)")
+    add_send_arguments(command("send", "enqueue one OTP and print its message id"))
 
     watch = command("watch", "follow the session's status changes (one JSON line each)")
     watch.add_argument("--messages", action="store_true", help="also print message changes")
@@ -251,20 +248,7 @@ def _qr(target: Target, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _send(target: Target, args: argparse.Namespace, out: TextIO) -> int:
-    message_id = target.client.send_otp(
-        args.phone,
-        args.code,
-        message_id=args.message_id,
-        ttl_seconds=args.ttl,
-        template=args.template,
-    )
-    out.write(f"{message_id}\n")
-    if args.wait:
-        status = target.client.wait_for(message_id, args.wait, timeout=args.timeout)
-        print_fields(asdict(status), out)
-        if status.state == "failed":
-            return EXIT_ERROR
-    return EXIT_OK
+    return send_command(target.client, args, out)
 
 
 def _watch(target: Target, args: argparse.Namespace, out: TextIO) -> int:

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -34,6 +35,8 @@ from harness.wasp_cluster import (
 )
 from wasp import contract
 from wasp.client import WaspClient
+from wasp_kubectl.cluster import connect
+from wasp_kubectl.tunnel import Forward, redis_url_for
 from wasp_session.snapshot import Header
 
 pytestmark = pytest.mark.node
@@ -322,6 +325,83 @@ def test_a_tenant_pairs_on_the_node_and_its_otp_is_read(
         assert f"//{contract.api_redis_user(name)}:" in url, "the tenant's own Redis user"
         send_and_wait_read(url, name, "493817")
     finally:
+        forget(wasp_cluster, name)
+
+
+def redis_behind_a_service(cluster: WaspCluster, port: int) -> str:
+    """A Service ``wasp-redis`` (port 6379, as the chart's) whose pod answers on ``port``.
+
+    The pod runs on the node's network (as every pod of these tests), so a
+    port-forward to its ``port`` reaches the admin Redis on 127.0.0.1 through
+    the API server, the kubelet and containerd, while the Service's own
+    name resolves nowhere outside the cluster. Returns the Service's host name.
+    """
+    labels = {"app.kubernetes.io/name": "redis-tunnel-test"}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "wasp-redis-0", "labels": labels},
+        "spec": {
+            "hostNetwork": True,
+            "containers": [
+                {
+                    "name": "redis",
+                    "image": TEST_IMAGE,
+                    "command": ["python", "-c", "import time; time.sleep(3600)"],
+                    "ports": [{"name": "redis", "containerPort": port}],
+                }
+            ],
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "wasp-redis"},
+        "spec": {
+            "selector": labels,
+            "ports": [{"name": "redis", "port": 6379, "targetPort": "redis"}],
+        },
+    }
+    for body in (pod, service):
+        cluster.kubectl("apply", "-n", RELEASE_NAMESPACE, "-f", "-", stdin=json.dumps(body))
+    eventually(
+        lambda: pod_ready(get_json(cluster, "pod", "wasp-redis-0", "-n", RELEASE_NAMESPACE)),
+        "the pod behind the Redis Service Ready",
+    )
+    return f"wasp-redis.{RELEASE_NAMESPACE}.svc"
+
+
+@pytest.mark.timeout(600)
+def test_kubectl_wasp_reaches_a_redis_only_the_cluster_knows_through_a_real_port_forward(
+    wasp_cluster: WaspCluster, admin: redis.Redis
+) -> None:
+    name = "tunnel"
+    try:
+        cluster = wasp_cluster
+        pair(cluster, admin, name)
+        direct = urlsplit(cluster.api_redis_url(name))
+        host = redis_behind_a_service(cluster, direct.port or 6379)
+        # The tenant's credential as the chart's in-cluster Redis would name it.
+        in_cluster = direct._replace(netloc=f"{direct.netloc.rpartition('@')[0]}@{host}:6379")
+        forwards: list[Forward] = []
+        plugin_view = connect(str(cluster.plane.kubeconfig), None, RELEASE_NAMESPACE)
+        try:
+            url = redis_url_for(plugin_view, urlunsplit(in_cluster), forwards)
+            assert len(forwards) == 1, "the Service's name does not resolve here: forwarded"
+            assert forwards[0].pod == "wasp-redis-0"
+            with WaspClient(redis.Redis.from_url(url), name) as client:
+                assert client.session_status().phase == "Connected"
+                message_id = client.send_otp(PHONE, "730291")
+                assert client.wait_for(message_id, "read", timeout=90).state == "read"
+        finally:
+            for forward in forwards:
+                forward.close()
+            plugin_view.close()
+    finally:
+        for kind, what in (("service", "wasp-redis"), ("pod", "wasp-redis-0")):
+            cluster.kubectl(
+                "delete", kind, what, "-n", RELEASE_NAMESPACE, "--wait=false", check=False
+            )
         forget(wasp_cluster, name)
 
 

@@ -8,8 +8,10 @@ API server for a port-forward to it.
 
 Proven here: the resolution, on real Service and EndpointSlice objects, and
 that a forward the API server cannot make (no kubelet serves this test's
-pods) ends in one line that says what to do. Not proven here: bytes flowing
-through a forward, which needs a real kubelet (the ``node`` tests' world).
+pods) ends in one line that says what to do. Bytes flowing through a forward
+need a real kubelet: tests/node/test_wasp_on_node.py proves them (a tenant's
+client reaches its Redis by a Service name only the cluster knows, and its
+OTP is read).
 """
 
 from __future__ import annotations

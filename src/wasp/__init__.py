@@ -8,6 +8,7 @@ the ``wasp`` command line. It never imports the operator or the session pod.
 from wasp._version import __version__
 from wasp.client import DEFAULT_TTL_SECONDS, WaspClient
 from wasp.errors import (
+    EventsLostError,
     InvalidCodeError,
     InvalidMessageIdError,
     InvalidNumberError,
@@ -17,6 +18,7 @@ from wasp.errors import (
     WaitTimeoutError,
     WaspError,
 )
+from wasp.event_stream import StreamEvent
 from wasp.messages import FailureReason, MessageState, MessageStatus
 from wasp.phones import normalize_phone
 from wasp.sessions import SessionStatus
@@ -25,6 +27,7 @@ from wasp.templates import DEFAULT_TEMPLATE, render_message, validate_code, vali
 __all__ = [
     "DEFAULT_TEMPLATE",
     "DEFAULT_TTL_SECONDS",
+    "EventsLostError",
     "FailureReason",
     "InvalidCodeError",
     "InvalidMessageIdError",
@@ -35,6 +38,7 @@ __all__ = [
     "MessageStatus",
     "SessionNotFoundError",
     "SessionStatus",
+    "StreamEvent",
     "WaitTimeoutError",
     "WaspClient",
     "WaspError",

@@ -49,6 +49,7 @@ examples:
   wasp status acme
   wasp status acme 3f2b9c1e0d6a4b5c
   wasp qr acme
+  wasp events acme --group audit --timeout 5
   wasp pair acme
   wasp pair acme --new-account
 """
@@ -136,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("tenant", metavar="SESSION", help="tenant id of the session")
     watch.add_argument("--messages", action="store_true", help="also print message changes")
     watch.add_argument("--timeout", type=float, help="stop after this many seconds without news")
+
+    events = commands.add_parser(
+        "events",
+        parents=[common],
+        help="read the session's durable event stream with a consumer group (JSON lines)",
+        description="Print the tenant's durable events (message state changes, session phase "
+        "changes, inbound messages; docs/events.md) as one JSON object a line, read as "
+        "CONSUMER of consumer group GROUP: run again, it goes on where it stopped. Each "
+        "entry is acknowledged once the next is asked for. Entries the group can no "
+        "longer get are said on stderr, once, and the command exits 1.",
+    )
+    events.add_argument("tenant", metavar="SESSION", help="tenant id of the session")
+    events.add_argument("--group", required=True, help="consumer group name, e.g. audit")
+    events.add_argument("--consumer", default="wasp-cli", help="consumer name (wasp-cli)")
+    events.add_argument(
+        "--from-now", action="store_true", help="a new group starts after the last entry"
+    )
+    events.add_argument("--timeout", type=float, help="stop after this many seconds without news")
 
     pair = commands.add_parser(
         "pair",
@@ -251,6 +270,16 @@ def _watch(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _events(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
+    start = "$" if args.from_now else "0"
+    for event in client.consume_events(
+        args.group, args.consumer, timeout=args.timeout, start=start
+    ):
+        out.write(json.dumps({**event.fields, "id": event.id}, sort_keys=True) + "\n")
+        out.flush()
+    return EXIT_OK
+
+
 def _pair(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.new_account:
         with redis.Redis.from_url(args.redis_url) as connection:
@@ -263,7 +292,14 @@ def _pair(client: WaspClient, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"send": send_command, "status": _status, "qr": _qr, "watch": _watch, "pair": _pair}
+_COMMANDS = {
+    "send": send_command,
+    "status": _status,
+    "qr": _qr,
+    "watch": _watch,
+    "events": _events,
+    "pair": _pair,
+}
 
 
 def run(

@@ -5,9 +5,11 @@ the number, code and template at once, write the message as ``queued`` and
 enqueue the job on the tenant's RQ queue as JSON (``wasp.queueing``), with
 job id ``<tenant>_<message id>`` (``contract.job_id``), so enqueueing the
 same id twice sends once, and with RQ lifetimes that follow the OTP's TTL.
-Also reads message and session status, waits for a state, and streams QR
-codes and events from pub/sub. Logs mask phone numbers; errors quote at most
-``contract.MAX_ECHOED_INPUT_CHARS`` characters of what they were given.
+Also reads message and session status, waits for a state, streams QR codes
+and live events from pub/sub, and consumes the tenant's durable event stream
+with a consumer group (``consume_events``, ``wasp.event_stream``). Logs mask
+phone numbers; errors quote at most ``contract.MAX_ECHOED_INPUT_CHARS``
+characters of what they were given.
 
 It must never import the session pod or the operator, and never moves a
 message beyond ``queued``: only the session's worker does that.
@@ -19,7 +21,7 @@ import dataclasses
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import timedelta
 from typing import Any, Final, Self
 
@@ -30,11 +32,13 @@ from rq.job import Job
 
 from wasp import contract, queueing
 from wasp.errors import (
+    EventsLostError,
     InvalidMessageIdError,
     MessageNotFoundError,
     SessionNotFoundError,
     WaitTimeoutError,
 )
+from wasp.event_stream import EventStream, StreamEvent
 from wasp.messages import MessageState, MessageStatus, MessageStore, decode_change, is_past
 from wasp.phones import normalize_phone
 from wasp.redaction import echo, mask_phone
@@ -52,6 +56,7 @@ from wasp.timestamps import format_timestamp, utc_now
 __all__ = ["DEFAULT_TTL_SECONDS", "WaspClient"]
 
 DEFAULT_TTL_SECONDS: Final = 300
+_EVENT_WAIT_MS: Final = 1000  # longest single blocking read of the event stream
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 log = structlog.get_logger("wasp.client")
@@ -115,6 +120,7 @@ class WaspClient:
         self._rq = _binary_twin(connection)
         self._default_region = default_region
         self._messages = MessageStore(connection, tenant)
+        self._events = EventStream(self._rq, tenant)
         self._log = log.bind(tenant=tenant)
 
     @classmethod
@@ -327,6 +333,67 @@ class WaspClient:
                 yield channel, decode_event(payload)
         finally:
             feed.close()
+
+    # ------------------------------------------------------------ durable events
+    def consume_events(  # noqa: PLR0913 - the consumer group's knobs, each named
+        self,
+        group: str,
+        consumer: str,
+        *,
+        timeout: float | None = None,
+        count: int = 100,
+        auto_ack: bool = True,
+        start: str = "0",
+    ) -> Generator[StreamEvent, None, None]:
+        """Yield the tenant's durable events as ``consumer`` of consumer group ``group``.
+
+        Every message state change (kind ``message``), session phase change
+        (``session``) and inbound message (``inbound``), from the tenant's
+        event stream (docs/events.md). The group is made on first use: from
+        every entry still in the stream (``start="0"``) or from now (``"$"``).
+        A consumer gets its own unacknowledged entries again first (it stopped
+        before acknowledging them), then new ones; each consumer of a group
+        gets different entries. With ``auto_ack`` an entry is acknowledged
+        when the caller asks for the next one, so the one being handled when
+        the loop stops or crashes comes again: handle entries idempotently
+        (``event.id``; a message's id and state). Without it, acknowledge with
+        ``ack_events`` (an unacknowledged entry comes once per call). Ends
+        after ``timeout`` seconds without an entry (``None``: never), or when
+        closed (``.close()``).
+
+        Raises ``EventsLostError`` once when the group missed entries (it was
+        away so long that they were trimmed, or the stream expired after a
+        week without entries): re-read what matters (``message_status``), then
+        consume again; the entries read with that news come first.
+        """
+        self._events.ensure_group(group, start=start)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = "0"  # the newest entry yielded: pending ones up to it are not read again
+        while True:
+            wait_ms = _EVENT_WAIT_MS
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                wait_ms = max(1, min(wait_ms, int(left * 1000)))
+            batch = self._events.read_batch(
+                group, consumer, count=count, block_ms=wait_ms, pending_after=last
+            )
+            if batch.lost is not None:
+                lost = batch.lost
+                msg = f"event stream of tenant {self.tenant!r}, group {group!r}: {lost.reason}"
+                raise EventsLostError(msg, count=lost.count, after=lost.after)
+            for event in batch.events:
+                last = event.id
+                yield event
+                if auto_ack:
+                    self._events.ack(group, event.id)
+            if batch.events and timeout is not None:
+                deadline = time.monotonic() + timeout
+
+    def ack_events(self, group: str, *entry_ids: str) -> int:
+        """Acknowledge entries of consumer group ``group`` (never delivered again); how many."""
+        return self._events.ack(group, *entry_ids)
 
     def request_pairing(self) -> None:
         """Ask the session to start pairing again (after ``PairingExpired``)."""

@@ -57,6 +57,70 @@ def delivery_queue(tenant: str) -> str:
 
 
 # --------------------------------------------------------------------------
+# The durable event stream (issue #12): what happened, for an API that was down.
+def event_stream_key(tenant: str) -> str:
+    """Redis Stream of every message state change, session phase change and inbound message."""
+    return f"wasp:{tenant}:stream"
+
+
+EVENT_STREAM_MAX_LENGTH: Final = 100_000  # entries kept (XADD MAXLEN ~): trimmed beyond
+EVENT_STREAM_RETENTION_SECONDS: Final = 7 * 24 * 3600  # expires this long after its last entry
+EVENT_KIND: Final = "kind"  # every entry's field naming what it is, one of EVENT_KINDS
+EVENT_AT: Final = "at"  # every entry's time, RFC 3339 UTC
+EVENT_KIND_MESSAGE: Final = "message"  # message_id, state, and the change's fields
+EVENT_KIND_SESSION: Final = "session"  # phase, reason, message
+EVENT_KIND_INBOUND: Final = "inbound"  # sender, text, whatsapp_id, type
+EVENT_KINDS: Final = (EVENT_KIND_MESSAGE, EVENT_KIND_SESSION, EVENT_KIND_INBOUND)
+
+# Inbound messages (issue #12, docs/inbound.md): the fields of an "inbound" entry, the
+# bounds on what a stranger's message may put in the stream, and the optional auto-reply.
+INBOUND_SENDER: Final = "sender"  # E.164 ("+4915…"); "" when WhatsApp hides the number
+INBOUND_TEXT: Final = "text"  # the text or caption, at most INBOUND_TEXT_MAX_CHARS; no media
+INBOUND_WHATSAPP_ID: Final = "whatsapp_id"  # WhatsApp's id of the message
+INBOUND_TYPE: Final = "type"  # "text", or the media type: one of INBOUND_TYPES
+INBOUND_AUTO_REPLY: Final = "auto_reply"  # one of AUTO_REPLY_DECISIONS
+INBOUND_TYPES: Final = (
+    "text", "image", "video", "audio", "document", "sticker", "contact", "location"
+)  # fmt: skip
+INBOUND_TEXT_MAX_CHARS: Final = 4096  # longer texts are cut (and end with "…")
+AUTO_REPLY_MAX_CHARS: Final = 1024  # spec.autoReply.text, as the CRD allows
+AUTO_REPLY_PERIOD_SECONDS: Final = 24 * 3600  # one auto-reply per sender per this
+# What became of the auto-reply when the message arrived: "queued" (this message gets
+# one), "already_sent" (the sender got one within the period), "dropped" (too many
+# waiting), "none" (no auto-reply configured, or no number to reply to).
+AUTO_REPLY_DECISIONS: Final = ("queued", "already_sent", "dropped", "none")
+ENV_AUTO_REPLY_TEXT: Final = "WASP_AUTO_REPLY_TEXT"  # unset: no auto-reply
+
+
+def auto_reply_key(tenant: str, phone: str) -> str:
+    """Marker that ``phone`` (digits, no "+") got the auto-reply (``SET NX EX`` one period)."""
+    return f"wasp:{tenant}:autoreply:{phone}"
+
+
+# Webhooks (issue #12): the session pod POSTs each stream entry to the tenant's URL
+# (docs/webhooks.md). Its consumer group on the stream, the pod's env, the status fields.
+WEBHOOK_GROUP: Final = "wasp-webhook"  # consumer group of the session pod's webhook sender
+WEBHOOK_CONSUMER: Final = "sender"  # its one consumer: whoever holds the lease inherits pending
+WEBHOOK_SIGNATURE_HEADER: Final = "X-Wasp-Signature"  # "v1=<hex HMAC-SHA256>"
+WEBHOOK_TIMESTAMP_HEADER: Final = "X-Wasp-Timestamp"  # Unix seconds, signed with the body
+WEBHOOK_EVENT_ID_HEADER: Final = "X-Wasp-Event-Id"  # the stream entry id
+ENV_WEBHOOK_URL: Final = "WASP_WEBHOOK_URL"  # unset: no webhook
+ENV_WEBHOOK_SECRET_FILE: Final = "WASP_WEBHOOK_SECRET_FILE"  # noqa: S105 - file with the HMAC key
+ENV_WEBHOOK_SECRET_REF: Final = "WASP_WEBHOOK_SECRET_REF"  # noqa: S105 - "name/key", for messages
+# Private networks (CIDRs, comma-separated) a webhook may reach; default none: public only.
+ENV_WEBHOOK_ALLOWED_NETWORKS: Final = "WASP_WEBHOOK_ALLOWED_NETWORKS"
+ENV_WEBHOOK_BACKOFF_MAX_SECONDS: Final = "WASP_WEBHOOK_BACKOFF_MAX_SECONDS"  # default 60
+ENV_OPERATOR_WEBHOOK_ALLOWED_NETWORKS: Final = "WASP_OPERATOR_WEBHOOK_ALLOWED_NETWORKS"
+SESSION_WEBHOOK_SECRET_DIR: Final = "/etc/wasp/webhook"  # noqa: S105 - the webhook Secret's mount
+DEFAULT_WEBHOOK_SECRET_KEY: Final = "secret"  # noqa: S105 - a data key, no secret
+STATUS_WEBHOOK_STATE: Final = "webhook_state"  # one of WEBHOOK_STATES
+STATUS_WEBHOOK_LAST_ERROR: Final = "webhook_last_error"  # one sentence, while not Delivering
+STATUS_WEBHOOK_FAILING_SINCE: Final = "webhook_failing_since"  # RFC 3339 UTC
+STATUS_WEBHOOK_DELIVERED_AT: Final = "webhook_delivered_at"  # RFC 3339 UTC of a recent 2xx
+WEBHOOK_STATES: Final = ("Delivering", "Failing", "Misconfigured")
+
+
+# --------------------------------------------------------------------------
 # Kubernetes names: labels, annotations, finalizer, pod naming.
 # --------------------------------------------------------------------------
 ANNOTATION_PREFIX: Final = GROUP  # kopf's own bookkeeping annotations live under it

@@ -38,3 +38,18 @@ class SessionNotFoundError(WaspError, LookupError):
 
 class WaitTimeoutError(WaspError, TimeoutError):
     """What was awaited did not happen in time."""
+
+
+class EventsLostError(WaspError):
+    """A consumer group missed entries of the event stream: trimmed (or gone) before it read them.
+
+    ``count`` is how many (``None``: unknown); ``after`` where the loss
+    starts (an entry id). The group has moved past the loss: consuming again
+    goes on with what the stream still has, so this is said once.
+    """
+
+    def __init__(self, message: str, *, count: int | None, after: str) -> None:
+        """Say ``message``; keep ``count`` and ``after`` for the caller."""
+        super().__init__(message)
+        self.count = count
+        self.after = after

@@ -4,10 +4,13 @@ Owns ``wasp:<tenant>:msg:<id>`` (``contract.message_key``): creating it as
 ``queued``, moving it forward (``queued → sending → sent → delivered →
 read``, or ``failed`` with a reason before it was sent), never backwards (a
 late ``delivered`` after ``read`` is ignored), stamping each state's time,
-publishing every change as JSON on ``contract.receipts_channel`` and keeping
-the hash for ``contract.MESSAGE_RETENTION_SECONDS`` after its last change.
-Each change is one Lua script, so the check and the write are atomic against
-the client, the worker and the receipts arriving at once.
+publishing every change as JSON on ``contract.receipts_channel``, appending it
+to the tenant's event stream (``wasp.event_stream``: kind ``message``, with
+the change's reason, error, WhatsApp id and attempt, never the phone number)
+and keeping the hash for ``contract.MESSAGE_RETENTION_SECONDS`` after its
+last change. Each change is one Lua script, so the check, the write and the
+stream entry are atomic against the client, the worker and the receipts
+arriving at once, and a message's entries are in the order of its states.
 
 Both the client (which creates messages) and the session's worker (which
 moves them) use this module; it must not send anything or touch RQ.
@@ -25,6 +28,7 @@ import redis
 import redis.client
 
 from wasp import contract
+from wasp.event_stream import XADD_LUA
 from wasp.timestamps import format_timestamp, parse_timestamp, utc_now
 
 __all__ = [
@@ -54,11 +58,30 @@ FailureReason: TypeAlias = Literal[
 # Forward order of the states; ``failed`` may follow only states before ``sent``.
 _RANK: Final[dict[str, int]] = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4}
 
-# Every script below opens with this: ARGV[1..6] are the retention seconds, the
-# change channel, and the state, updated-at, message-id and created-at field names.
-# ``move`` moves the message at ``key`` (id ``id``) to ``new`` at ``now`` with the
-# field/value pairs ARGV[first..last], if that goes forward; it returns whether it did.
-_MOVE: Final = """
+# The fields of a change that its event stream entry carries besides its id, state and time.
+_STREAMED_FIELDS: Final = (
+    contract.MESSAGE_REASON,
+    contract.MESSAGE_ERROR,
+    contract.MESSAGE_WHATSAPP_ID,
+    contract.MESSAGE_ATTEMPTS,
+)
+_STREAM_ENTRY_LUA: Final = f"""
+local event_stream = KEYS[2]
+local event_head = {{'{contract.EVENT_KIND}', '{contract.EVENT_KIND_MESSAGE}'}}
+local event_names = {{'{contract.MESSAGE_ID}', '{contract.MESSAGE_STATE}', '{contract.EVENT_AT}'}}
+local streamed = {{{", ".join(f"['{name}'] = true" for name in _STREAMED_FIELDS)}}}
+"""
+
+# Every script below opens with this: KEYS[2] is the tenant's event stream;
+# ARGV[1..6] are the retention seconds, the change channel, and the state,
+# updated-at, message-id and created-at field names. ``move`` moves the message at
+# ``key`` (id ``id``) to ``new`` at ``now`` with the field/value pairs
+# ARGV[first..last], if that goes forward, publishes the change and appends it to the
+# stream; it returns whether it did.
+_MOVE: Final = (
+    XADD_LUA
+    + _STREAM_ENTRY_LUA
+    + """
 local rank = {queued = 0, sending = 1, sent = 2, delivered = 3, read = 4}
 local retention, channel = ARGV[1], ARGV[2]
 local state_field, updated_field, id_field, created_field = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -81,18 +104,26 @@ local function move(key, id, new, now, must_exist, first, last)
   end
   local event = {message_id = id, state = new, at = now}
   local fields = {state_field, new, new .. '_at', now, updated_field, now, id_field, id}
+  local entry = {event_head[1], event_head[2], event_names[1], id, event_names[2], new,
+                 event_names[3], now}
   for i = first, last, 2 do
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
     event[ARGV[i]] = ARGV[i + 1]
+    if streamed[ARGV[i]] then
+      entry[#entry + 1] = ARGV[i]
+      entry[#entry + 1] = ARGV[i + 1]
+    end
   end
   redis.call('HSET', key, unpack(fields))
   redis.call('EXPIRE', key, retention)
   redis.call('PUBLISH', channel, cjson.encode(event))
+  append_event(event_stream, entry)
   return true
 end
 """
-# KEYS: message hash. ARGV[7..]: message id, new state, now, must-exist ("1"/"0"),
+)
+# KEYS: message hash, event stream. ARGV[7..]: message id, new state, now, must-exist ("1"/"0"),
 # reply with the hash ("1"/"0"), then field/value pairs to set alongside.
 _TRANSITION: Final = (
     _MOVE
@@ -105,7 +136,7 @@ end
 return {moved and 1 or 0, fields}
 """
 )
-# KEYS: a key holding a message id (an index). ARGV[7..]: the message key without the
+# KEYS: a key holding a message id (an index), event stream. ARGV[7..]: the message key without the
 # id, new state, now. The message's key is made here from the id the index holds
 # (one Redis, never a cluster: docs/redis.md). Replies {moved, message id}, or
 # {0, false} when the index does not exist.
@@ -120,7 +151,7 @@ local moved = move(ARGV[7] .. id, id, ARGV[8], ARGV[9], true, 10, 9)
 return {moved and 1 or 0, id}
 """
 )
-# KEYS: message hash. ARGV[7..]: message id, created at, the earliest creation time
+# KEYS: message hash, event stream. ARGV[7..]: message id, created at, the earliest creation time
 # whose TTL has not ended (now minus the TTL), now, the number n of creation
 # field/value pairs, those pairs, then the field/value pairs of ``sending``. Creates
 # the message as ``queued`` at its creation time unless it exists, then moves it to
@@ -241,6 +272,7 @@ class MessageStore:
         self._script = client.register_script(_TRANSITION)
         self._referenced = client.register_script(_TRANSITION_REFERENCED)
         self._start = client.register_script(_START)
+        self._stream = contract.event_stream_key(tenant)
         self._header = [
             str(contract.MESSAGE_RETENTION_SECONDS),
             contract.receipts_channel(tenant),
@@ -326,7 +358,7 @@ class MessageStore:
         """
         prefix = contract.message_key(self.tenant, "")
         args = [*self._header, prefix, state, format_timestamp(at or utc_now())]
-        reply = cast("list[Any]", self._referenced(keys=[index_key], args=args))
+        reply = cast("list[Any]", self._referenced(keys=[index_key, self._stream], args=args))
         message_id = None if reply[1] is None else _text(reply[1])
         return bool(int(reply[0])), message_id
 
@@ -374,7 +406,7 @@ class MessageStore:
     ) -> None:
         """Queue a ``transition`` on ``pipe`` (its reply, to ``decode_reply``: whether it moved)."""
         args = self._arguments(message_id, state, extra, None, must_exist=False, read=False)
-        pipe.evalsha(self._script.sha, 1, self.key(message_id), *args)
+        pipe.evalsha(self._script.sha, 2, self.key(message_id), self._stream, *args)
 
     def start_in(  # noqa: PLR0913 - the creation and the move, in one call
         self,
@@ -405,7 +437,7 @@ class MessageStore:
         for pairs in (creation, fields):
             for name, value in pairs.items():
                 args.extend((name, value))
-        pipe.evalsha(self._start.sha, 1, self.key(message_id), *args)
+        pipe.evalsha(self._start.sha, 2, self.key(message_id), self._stream, *args)
 
     def ensure_loaded(self) -> None:
         """Load the scripts into Redis (``transition_in`` and ``start_in`` use them by hash)."""
@@ -413,7 +445,8 @@ class MessageStore:
         self._client.script_load(_START)
 
     def _run(self, message_id: str, args: list[str]) -> tuple[bool, dict[str, str]]:
-        reply = cast("list[Any]", self._script(keys=[self.key(message_id)], args=args))
+        keys = [self.key(message_id), self._stream]
+        reply = cast("list[Any]", self._script(keys=keys, args=args))
         return decode_reply(reply)
 
     def fail(

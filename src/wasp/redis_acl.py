@@ -10,7 +10,8 @@ carries the tenant; RQ's job ids and worker names carry it too, see
 ``wasp.contract.job_id``), plus the few global keys an RQ 3 worker or
 enqueue touches (``rq:workers``, ``rq:queues``, ...: sets of names, no job
 data). The API identity is narrower still: it enqueues, reads and writes its
-messages, reads the session's status, delivery settings and QR codes, and
+messages and its event stream (appending, reading with its consumer groups,
+acknowledging), reads the session's status, delivery settings and QR codes, and
 never reaches the auth state, the lease, the owner record, the account pin,
 the sent markers or the rate limit.
 
@@ -112,12 +113,13 @@ def session_user_rules(tenant: str) -> tuple[str, ...]:
 def api_user_rules(tenant: str) -> tuple[str, ...]:
     """Key, channel and command rules of the tenant's API (no password).
 
-    Enqueue, read and write its messages, read its session's status,
+    Enqueue, read and write its messages and its event stream, read its session's status,
     delivery settings and the sandbox's outbox, ask for a new pairing
     window; nothing of the auth state, lease, owner, account pin or markers.
     """
     return (
         f"~{contract.message_key(tenant, '*')}",
+        f"~{contract.event_stream_key(tenant)}",  # its creations append; its groups read, ack
         f"%R~{contract.status_key(tenant)}",
         f"%R~{contract.delivery_settings_key(tenant)}",
         f"%R~{contract.simulator_outbox_key(tenant)}",

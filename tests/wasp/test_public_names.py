@@ -7,6 +7,7 @@ def test_the_public_names_are_exactly_these() -> None:
     assert wasp.__all__ == [
         "DEFAULT_TEMPLATE",
         "DEFAULT_TTL_SECONDS",
+        "EventsLostError",
         "FailureReason",
         "InvalidCodeError",
         "InvalidMessageIdError",
@@ -17,6 +18,7 @@ def test_the_public_names_are_exactly_these() -> None:
         "MessageStatus",
         "SessionNotFoundError",
         "SessionStatus",
+        "StreamEvent",
         "WaitTimeoutError",
         "WaspClient",
         "WaspError",

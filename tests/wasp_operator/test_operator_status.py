@@ -176,6 +176,44 @@ def test_deleting_a_session_stops_its_pod_and_forgets_the_tenant(
     assert redis_client.get(contract.auth_key("bystander")) == "another tenant's store"
 
 
+@pytest.mark.usefixtures("idle_kubelet", "wasp_crd", "redis_secret")
+def test_a_status_changed_by_someone_else_is_written_back_at_once(
+    control_plane: ControlPlane, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """The echo of the operator's own status write wakes nothing; any other change does.
+
+    No resync comes within the test (600 s): only the watch event can bring the truth back.
+    """
+    operator = OperatorProcess(
+        control_plane.kubeconfig, tmp_path / "operator", namespace=namespace, resync_seconds=600
+    )
+    try:
+        apply(control_plane, namespace, session_body("acme"))
+        report(redis_client, "acme", PAIRING)
+        status_when(
+            control_plane,
+            namespace,
+            lambda s: s.get("phase") == "AwaitingPairing",
+            "pairing shows",
+            operator.log,
+        )
+        forged = {"status": {"phase": "Connected", "account": {"jid": "1@s.whatsapp.net"}}}
+        control_plane.kubectl(
+            "patch", "was", "acme", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", json.dumps(forged),
+        )  # fmt: skip
+        status = status_when(
+            control_plane,
+            namespace,
+            lambda s: s.get("phase") == "AwaitingPairing" and "account" not in s,
+            "the operator writes its own status back",
+            operator.log,
+        )
+        assert status["pairing"]["qrCode"] == "2@first-qr"
+    finally:
+        operator.stop()
+
+
 @pytest.mark.usefixtures("idle_kubelet")
 def test_the_relay_survives_a_dropped_subscription(
     control_plane: ControlPlane,

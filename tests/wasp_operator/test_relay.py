@@ -105,6 +105,31 @@ def test_a_reading_is_the_status_hash_lease_and_fence_of_one_tenant(
     assert nobody == Reading(status={}, lease=None, fence=None)
 
 
+def test_a_thousand_tenants_reporting_at_once_are_all_read(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """More reads at once than redis-py's pool allows connections (100): they queue, none fails."""
+    tenants = [f"t{index:04d}" for index in range(1000)]
+    with redis_client.pipeline(transaction=False) as pipe:
+        for tenant in tenants:
+            pipe.hset(contract.status_key(tenant), contract.STATUS_PHASE, f"phase-of-{tenant}")
+        pipe.execute()
+
+    async def scenario() -> list[Reading]:
+        relay = StatusRelay()
+        try:
+            for tenant in tenants:
+                relay.follow(redis_server.url, tenant, f"ns/{tenant}", lambda: None)
+            return await asyncio.gather(*(relay.read(redis_server.url, t) for t in tenants))
+        finally:
+            await relay.close()
+
+    readings = asyncio.run(scenario())
+    assert [r.status[contract.STATUS_PHASE] for r in readings] == [
+        f"phase-of-{tenant}" for tenant in tenants
+    ]
+
+
 GENUINE = {contract.STATUS_PHASE: "Connected", contract.STATUS_POD: POD}
 
 

@@ -17,6 +17,7 @@ from wasp_operator.config import (
     config_from_env,
     parse_labels,
     parse_list,
+    parse_networks,
     parse_port,
     parse_port_range,
     parse_seconds,
@@ -115,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
             f"{contract.SESSION_HEALTH_PORT} (env {contract.ENV_OPERATOR_SESSION_HOST_PORTS})"
         ),
     )
+    parser.add_argument(
+        "--webhook-allowed-networks",
+        metavar="CIDR,...",
+        help=(
+            "private networks session webhooks may reach besides public addresses; empty: "
+            f"none (env {contract.ENV_OPERATOR_WEBHOOK_ALLOWED_NETWORKS})"
+        ),
+    )
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument(
         "--standalone",
@@ -183,6 +192,8 @@ def _session_pod_changes(args: argparse.Namespace) -> dict[str, object]:
         changes["allowed_session_images"] = parse_list(args.allowed_session_images)
     if args.session_host_ports is not None:
         changes["session_host_ports"] = parse_port_range(args.session_host_ports)
+    if args.webhook_allowed_networks is not None:
+        changes["webhook_allowed_networks"] = parse_networks(args.webhook_allowed_networks)
     return changes
 
 

@@ -7,6 +7,7 @@ client and decides nothing about sessions.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ class OperatorConfig:
     # Session pods on the node's network, each with its own health port from
     # this range (first, last), inclusive. None: the pod network, port 8080.
     session_host_ports: tuple[int, int] | None = None
+    # Private networks (CIDRs) session webhooks may reach besides public addresses; none: none.
+    webhook_allowed_networks: tuple[str, ...] = ()
 
     @property
     def allowed_images(self) -> tuple[str, ...]:
@@ -75,12 +78,27 @@ def config_from_env(environ: Mapping[str, str]) -> OperatorConfig:
         session_host_ports=parse_port_range(
             environ.get(contract.ENV_OPERATOR_SESSION_HOST_PORTS, "")
         ),
+        webhook_allowed_networks=parse_networks(
+            environ.get(contract.ENV_OPERATOR_WEBHOOK_ALLOWED_NETWORKS, "")
+        ),
     )
 
 
 def parse_list(text: str) -> tuple[str, ...]:
     """A comma-separated list, items stripped, empty ones and repeats dropped."""
     return tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+
+
+def parse_networks(text: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (``10.20.0.0/16,fd00::/8``), each normalized; empty when empty."""
+    networks: list[str] = []
+    for item in parse_list(text):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            msg = f"networks are CIDRs separated by commas (e.g. 10.20.0.0/16), got {item!r}"
+            raise ValueError(msg) from None
+    return tuple(dict.fromkeys(networks))
 
 
 def parse_labels(text: str) -> tuple[tuple[str, str], ...]:

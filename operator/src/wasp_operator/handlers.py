@@ -73,13 +73,15 @@ def pod_changed(
 
 
 @kopf.on.event(*CR)
-def session_changed(namespace: str | None, name: str | None, memo: kopf.Memo, **_: object) -> None:
+def session_changed(
+    namespace: str | None, name: str | None, body: kopf.Body, memo: kopf.Memo, **_: object
+) -> None:
     """A session changed (spec, suspend, deletion, or only its status): its loop looks again.
 
     The loop runs its full cycle only if the spec's generation moved; the
-    echo of its own status patch costs it one status step.
+    echo of its own status patch wakes it not at all (``Supervisor.changed``).
     """
-    supervisor_of(memo).wake(namespace, name, Look.STATUS)
+    supervisor_of(memo).changed(namespace, name, body)
 
 
 @kopf.daemon(*CR, cancellation_timeout=10.0)

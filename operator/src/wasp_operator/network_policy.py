@@ -18,6 +18,9 @@ Owns what may reach a session pod and what it may reach, and nothing else:
   WhatsApp rule stays "any public address"; private, shared, link-local and
   loopback ranges are excepted, so a pod cannot reach the cluster's own
   services (the API server, other tenants' pods) on those ports.
+- egress for a webhook (``spec.webhook``): its URL's port to public
+  addresses (unless WhatsApp's rule opens it already), and to the private
+  networks the operator allows webhooks (``webhook_allowed_networks``).
 
 The policy selects exactly one session's pod by its labels and is owned by
 the WhatsAppSession (garbage collection removes it with the resource). It
@@ -101,17 +104,48 @@ def ingress_rules(config: OperatorConfig) -> list[dict[str, Any]]:
     ]
 
 
-def egress_rules(redis_port: int) -> list[dict[str, Any]]:
-    """DNS and Redis anywhere (Redis may be in or out of the cluster); WhatsApp on the internet."""
-    internet = [
+def _internet() -> list[dict[str, Any]]:
+    return [
         {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NOT_THE_INTERNET_V4)}},
         {"ipBlock": {"cidr": "::/0", "except": list(NOT_THE_INTERNET_V6)}},
     ]
+
+
+def egress_rules(redis_port: int) -> list[dict[str, Any]]:
+    """DNS and Redis anywhere (Redis may be in or out of the cluster); WhatsApp on the internet."""
     return [
         {"ports": _ports(DNS_PORT, protocols=("UDP", "TCP"))},
         {"ports": _ports(redis_port)},
-        {"to": internet, "ports": _ports(*WHATSAPP_PORTS)},
+        {"to": _internet(), "ports": _ports(*WHATSAPP_PORTS)},
     ]
+
+
+def webhook_port_of(url: str) -> int | None:
+    """The TCP port a webhook URL names (443 for https, 80 for http); None when malformed."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    return port or {"https": 443, "http": 80}.get(parts.scheme)
+
+
+def webhook_rules(session: Session, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The webhook's port to public addresses (unless WhatsApp's opens it) and allowed networks.
+
+    The session checks every address itself (``wasp_session.webhook_target``);
+    the policy is the second fence, for the same rule.
+    """
+    port = None if session.webhook is None else webhook_port_of(session.webhook.url)
+    if port is None:
+        return []
+    rules: list[dict[str, Any]] = []
+    if port not in WHATSAPP_PORTS:
+        rules.append({"to": _internet(), "ports": _ports(port)})
+    if config.webhook_allowed_networks:
+        allowed = [{"ipBlock": {"cidr": cidr}} for cidr in config.webhook_allowed_networks]
+        rules.append({"to": allowed, "ports": _ports(port)})
+    return rules
 
 
 def build_network_policy(
@@ -124,7 +158,7 @@ def build_network_policy(
     spec: dict[str, Any] = {
         "podSelector": pod_selector(session),
         "policyTypes": ["Ingress", "Egress"],
-        "egress": egress_rules(redis_port),
+        "egress": egress_rules(redis_port) + webhook_rules(session, config),
     }
     if ingress := ingress_rules(config):  # none: "Ingress" in policyTypes denies everything
         spec["ingress"] = ingress

@@ -47,6 +47,7 @@ DATA_VOLUME = "data"
 TMP_VOLUME = "tmp"
 AUTH_VOLUME = "auth-key"
 REDIS_VOLUME = "redis-credential"
+WEBHOOK_VOLUME = "webhook-secret"  # optional: a missing Secret or key is the session's to report
 # Owner-read only. The kubelet makes the files root-owned and, with the pod's
 # fsGroup, group-readable (0440): the session's user reads them through its group.
 SECRET_FILE_MODE = 0o400
@@ -67,6 +68,9 @@ DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = MappingProxyType(
 IDENTITY_FIELDS = frozenset(
     {"name", "namespace", "uid", "generation", "suspend", "deleting", "unlink_on_delete"}
 )
+# Settings added since pods were first hashed: hashed only when set, so the pod of a
+# session that does not use one keeps its hash (an upgrade restarts no tenant).
+ADDED_OPTIONAL_FIELDS = frozenset({"auto_reply_text", "webhook"})
 
 
 def redis_secret_of(session: Session, config: OperatorConfig) -> SecretRef:
@@ -109,7 +113,7 @@ def spec_hash(session: Session, config: OperatorConfig) -> str:
     inputs = {
         key: value
         for key, value in dataclasses.asdict(session).items()
-        if key not in IDENTITY_FIELDS
+        if key not in IDENTITY_FIELDS and not (key in ADDED_OPTIONAL_FIELDS and value is None)
     }
     inputs["image"] = session.image  # the override only: the default moves with upgrades
     inputs["redis_secret"] = dataclasses.asdict(redis_secret_of(session, config))
@@ -146,7 +150,15 @@ def _value(name: str, value: object) -> dict[str, Any]:
 
 # The pod's Secrets: (volume, Secret name of a session, data key, mount directory).
 def secret_files(session: Session) -> tuple[tuple[str, str, str, str], ...]:
-    """The Secrets mounted into the session's pod, and only these: its auth key, its Redis URL."""
+    """The Secrets mounted into the session's pod, and only these.
+
+    Its auth key, its Redis URL, and the key its webhook signs with (when
+    ``spec.webhook`` is set: the tenant's own Secret, in its namespace).
+    """
+    webhook: tuple[tuple[str, str, str, str], ...] = ()
+    if session.webhook is not None:
+        ref = session.webhook.secret
+        webhook = ((WEBHOOK_VOLUME, ref.name, ref.key, contract.SESSION_WEBHOOK_SECRET_DIR),)
     return (
         (
             AUTH_VOLUME,
@@ -160,6 +172,7 @@ def secret_files(session: Session) -> tuple[tuple[str, str, str, str], ...]:
             contract.REDIS_SECRET_URL_KEY,
             contract.SESSION_REDIS_SECRET_DIR,
         ),
+        *webhook,
     )
 
 
@@ -207,7 +220,7 @@ def host_ports_in(pod: Mapping[str, Any]) -> tuple[int, ...]:
 
 def environment(
     session: Session,
-    config: OperatorConfig,  # noqa: ARG001
+    config: OperatorConfig,
     health_port: int = contract.SESSION_HEALTH_PORT,
 ) -> list[dict[str, Any]]:
     """The session container's env: settings by value, secrets only as paths to their files."""
@@ -242,6 +255,27 @@ def environment(
         env.append(_value(contract.ENV_PAIRING_PHONE, session.phone_number))
     if session.default_region:
         env.append(_value(contract.ENV_DEFAULT_REGION, session.default_region))
+    if session.webhook is not None:
+        env.extend(webhook_environment(session, config))
+    if session.auto_reply_text:
+        env.append(_value(contract.ENV_AUTO_REPLY_TEXT, session.auto_reply_text))
+    return env
+
+
+def webhook_environment(session: Session, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The webhook's env: its URL, its key's file, the private networks it may reach."""
+    assert session.webhook is not None  # noqa: S101 - the caller checked
+    ref = session.webhook.secret
+    env = [
+        _value(contract.ENV_WEBHOOK_URL, session.webhook.url),
+        _value(
+            contract.ENV_WEBHOOK_SECRET_FILE, f"{contract.SESSION_WEBHOOK_SECRET_DIR}/{ref.key}"
+        ),
+        _value(contract.ENV_WEBHOOK_SECRET_REF, f"{ref.name}/{ref.key}"),
+    ]
+    if config.webhook_allowed_networks:
+        networks = ",".join(config.webhook_allowed_networks)
+        env.append(_value(contract.ENV_WEBHOOK_ALLOWED_NETWORKS, networks))
     return env
 
 
@@ -320,7 +354,11 @@ def resources_of(session: Session) -> dict[str, Any]:
 
 
 def secret_volumes(session: Session) -> list[dict[str, Any]]:
-    """One read-only Secret volume per Secret of the pod, limited to the one key it needs."""
+    """One read-only Secret volume per Secret of the pod, limited to the one key it needs.
+
+    The webhook's is optional: a missing Secret or key must not keep the pod
+    (and its OTPs) from starting; the session says what is missing instead.
+    """
     return [
         {
             "name": volume,
@@ -328,6 +366,7 @@ def secret_volumes(session: Session) -> list[dict[str, Any]]:
                 "secretName": secret,
                 "defaultMode": SECRET_FILE_MODE,
                 "items": [{"key": key, "path": key}],
+                **({"optional": True} if volume == WEBHOOK_VOLUME else {}),
             },
         }
         for volume, secret, key, _ in secret_files(session)

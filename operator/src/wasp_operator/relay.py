@@ -1,6 +1,9 @@
 """Redis, as the operator sees it: wake-ups, connections, and the lease holder's status.
 
-Owns the operator's Redis connections (one client per admin URL). For every
+Owns the operator's Redis connections (one client per admin URL, at most
+``REDIS_CONNECTIONS`` connections: a cycle waits for a free one, never
+fails for want of one; redis-py's own pool refuses a call once 100 are in
+use, which a thousand tenants reporting at once reach). For every
 Redis the sessions use (usually one) it keeps ONE pattern subscription to
 every tenant's events channel and wakes the session loops following that
 tenant; after a (re)subscription (a Redis restart, a failover) it wakes them
@@ -35,6 +38,19 @@ from wasp_operator.redis_users import redacted
 logger = logging.getLogger(__name__)
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 POLL_SECONDS = 1.0
+REDIS_CONNECTIONS = 16  # per Redis, the subscription's included
+CONNECTION_WAIT_SECONDS = 20.0  # a call waits this long for a free connection, then fails
+
+
+def _client(url: str) -> aioredis.Redis:
+    """A client of the Redis at ``url`` whose calls queue for one of its few connections."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=CONNECTION_WAIT_SECONDS,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,7 @@ class StatusRelay:
         """
         redis_follower = self._followers.get(url)
         if redis_follower is None:
-            redis_follower = _Follower(aioredis.Redis.from_url(url, decode_responses=True))
+            redis_follower = _Follower(_client(url))
             self._followers[url] = redis_follower
             redis_follower.task = asyncio.create_task(self._follow(url, redis_follower))
         redis_follower.tenants.setdefault(tenant, {})[follower] = _Wakes(wake, resync or wake)

@@ -25,6 +25,14 @@ class SecretRef:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """Where the session POSTs its event stream, and the Secret key it signs with."""
+
+    url: str
+    secret: SecretRef
+
+
+@dataclass(frozen=True)
 class Session:
     """What one WhatsAppSession asks for, with every default applied."""
 
@@ -44,7 +52,9 @@ class Session:
     retry_attempts: int = 3
     retry_backoff_seconds: int = 2
     rate_per_minute: int = 30
+    auto_reply_text: str | None = None  # spec.autoReply.text; None: no auto-reply
     redis_secret: SecretRef | None = None  # None: the operator's default Secret
+    webhook: Webhook | None = None  # spec.webhook; None: no webhook
     suspend: bool = False
     unlink_on_delete: bool = True  # deletion logs the device out first
     image: str | None = None  # None: the operator's default image
@@ -66,6 +76,16 @@ class Session:
 
 def _dict(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def webhook_of(spec: Mapping[str, Any]) -> Webhook | None:
+    """``spec.webhook`` (the CRD requires its url and secretRef.name), or None."""
+    webhook = _dict(spec.get("webhook"))
+    ref = _dict(webhook.get("secretRef"))
+    if not webhook.get("url") or not ref.get("name"):
+        return None
+    key = str(ref.get("key") or contract.DEFAULT_WEBHOOK_SECRET_KEY)
+    return Webhook(str(webhook["url"]), SecretRef(str(ref["name"]), key))
 
 
 def session_from_body(body: Mapping[str, Any]) -> Session:
@@ -93,6 +113,7 @@ def session_from_body(body: Mapping[str, Any]) -> Session:
         retry_attempts=int(retry.get("attempts", 3)),
         retry_backoff_seconds=int(retry.get("backoffSeconds", 2)),
         rate_per_minute=int(rate.get("perMinute", 30)),
+        auto_reply_text=_dict(spec.get("autoReply")).get("text") or None,
         redis_secret=(
             SecretRef(
                 str(secret_ref["name"]),
@@ -101,6 +122,7 @@ def session_from_body(body: Mapping[str, Any]) -> Session:
             if secret_ref.get("name")
             else None
         ),
+        webhook=webhook_of(spec),
         suspend=bool(spec.get("suspend", False)),
         unlink_on_delete=bool(spec.get("unlinkOnDelete", True)),
         image=pod.get("image") or None,

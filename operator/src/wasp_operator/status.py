@@ -276,6 +276,16 @@ def desired_status(  # noqa: PLR0913 - every input is a separate fact
     )
     if error:
         status["lastError"] = error
+    webhook = _drop_empty(
+        {
+            "state": effective.get(contract.STATUS_WEBHOOK_STATE),
+            "lastError": effective.get(contract.STATUS_WEBHOOK_LAST_ERROR),
+            "failingSince": effective.get(contract.STATUS_WEBHOOK_FAILING_SINCE),
+            "lastDeliveredAt": effective.get(contract.STATUS_WEBHOOK_DELIVERED_AT),
+        }
+    )
+    if webhook:
+        status["webhook"] = webhook
     if api_credentials:
         status["apiCredentials"] = dict(api_credentials)
     if auth:

@@ -14,11 +14,11 @@ Also the cleanup when a resource goes (its device logged out first: ``unlink.py`
 Each wake says how much to look at (``Look``). The full cycle runs when the
 spec (its generation) changed, after a Redis (re)subscription, and at least
 once per resync interval. A pod event steps the pod and writes the status on
-the standing the last full cycle found. A tenant's report, and the echo of
-the operator's own status patch, only need the status written again (one
-Redis read, at most one patch): a thousand tenants changing phase at once
-cost a thousand reads, not a thousand Secret reads, NetworkPolicy applies and
-ownership checks.
+the standing the last full cycle found. A tenant's report only needs the
+status written again (one Redis read, at most one patch): a thousand tenants
+changing phase at once cost a thousand reads, not a thousand Secret reads,
+NetworkPolicy applies and ownership checks. The echo of the operator's own
+status patch (the resource shows what its loop last wrote) wakes nothing.
 
 It holds no Kubernetes objects of its own: the live body, the pod index and
 the host ports other session pods hold come from kopf (``handlers.py``), the
@@ -104,8 +104,13 @@ class Supervisor:
     users: RedisUsers = field(default_factory=RedisUsers)
     _wakes: dict[SessionKey, asyncio.Event] = field(default_factory=dict)
     _asked: dict[SessionKey, Look] = field(default_factory=dict)  # the most each loop is asked
-    # (namespace, Secret, key) -> (loop time read, value) of admin Secrets: see _admin_secret_value
-    _admin_secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
+    # (namespace, Secret, key) -> (loop time asked, the read) of admin Secrets: _admin_secret_value
+    _admin_secrets: dict[tuple[str, str, str], tuple[float, asyncio.Future[str]]] = field(
+        default_factory=dict
+    )
+    # The status each loop last wrote (or found as it should be), with the spec generation it
+    # was for: the echo of that write wakes nobody (see ``changed``).
+    _shown: dict[SessionKey, tuple[int | None, Mapping[str, Any]]] = field(default_factory=dict)
     _urls: dict[SessionKey, str] = field(default_factory=dict)
     _loops: dict[SessionKey, asyncio.Event] = field(default_factory=dict)  # set: loop ended
     _names: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name", for messages
@@ -125,6 +130,26 @@ class Supervisor:
         if namespace and name and (event := self._wakes.get(key)):
             self._asked[key] = max(look, self._asked.get(key, Look.STATUS))
             event.set()
+
+    def changed(self, namespace: str | None, name: str | None, body: Mapping[str, Any]) -> None:
+        """The resource changed: its loop writes the status again, unless this is our own echo.
+
+        A status patch comes back as a watch event. When the resource shows
+        exactly the status its loop last wrote, for the same spec generation,
+        and is not being deleted, there is nothing to look at: a thousand
+        relayed changes cost a thousand patches, not also a thousand Redis
+        reads and status steps for their echoes.
+        """
+        key = (namespace or "", name or "")
+        meta: Mapping[str, Any] = body.get("metadata") or {}
+        shown = self._shown.get(key)
+        if (
+            shown is not None
+            and not meta.get("deletionTimestamp")
+            and shown == (meta.get("generation"), dict(body.get("status") or {}))
+        ):
+            return
+        self.wake(namespace, name, Look.STATUS)
 
     # -- the loop ----------------------------------------------------------------
     async def run(
@@ -191,6 +216,7 @@ class Supervisor:
                 self.relay.unfollow(seen.url, seen.tenant, _follower(key))
             self._wakes.pop(key, None)
             self._asked.pop(key, None)
+            self._shown.pop(key, None)
             self._names.pop(first.uid, None)
             metrics.phase_moved(seen.phase, None)
             ended.set()
@@ -271,16 +297,24 @@ class Supervisor:
         """The admin Secret's value, read at most once per ``ADMIN_SECRET_FRESH_SECONDS``.
 
         Most sessions share one admin Secret: a thousand full cycles in a burst
-        (a restart, a resync) read it a few times, not a thousand.
+        (a restart, a resync) read it a few times, not a thousand. Cycles that
+        ask while a read is under way wait for that read (a restart starts
+        every loop at once: none would find a value yet). A failed read is
+        not kept: the next cycle reads again.
         """
         key = (namespace, ref.name, ref.key)
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         cached = self._admin_secrets.get(key)
-        if cached is not None and now - cached[0] < ADMIN_SECRET_FRESH_SECONDS:
-            return cached[1]
-        value = await asyncio.to_thread(self.kube.secret_value, namespace, ref)
-        self._admin_secrets[key] = (now, value)
-        return value
+        if cached is None or now - cached[0] >= ADMIN_SECRET_FRESH_SECONDS:
+            read = loop.run_in_executor(None, self.kube.secret_value, namespace, ref)
+            cached = self._admin_secrets[key] = (now, read)
+        try:
+            return await asyncio.shield(cached[1])
+        except Exception:
+            if self._admin_secrets.get(key) is cached:
+                del self._admin_secrets[key]
+            raise
 
     async def _admin_url(self, session: Session, seen: _Seen) -> str | None:
         """The admin Redis URL from its Secret; the last one known if the Secret went."""
@@ -400,8 +434,16 @@ class Supervisor:
         )
         patch = status.status_patch(current, desired)
         phase = desired["phase"]
+        key = (session.namespace, session.name)
         if patch is not None:
-            await asyncio.to_thread(self.kube.patch_status, session.namespace, session.name, patch)
+            self._shown[key] = (session.generation, desired)  # its echo may come back first
+            try:
+                await asyncio.to_thread(
+                    self.kube.patch_status, session.namespace, session.name, patch
+                )
+            except OperatorError:
+                self._shown.pop(key, None)
+                raise
             metrics.STATUS_PATCHES.inc()
             if phase not in {current.get("phase"), seen.phase}:
                 message = _condition_message(desired["conditions"])
@@ -414,6 +456,7 @@ class Supervisor:
             self.post_event(body, "Warning", contract.REASON_REDIS_ROLLED_BACK, message)
         metrics.phase_moved(seen.phase, phase)
         seen.phase = phase
+        self._shown[key] = (session.generation, desired)
 
     # -- deletion ------------------------------------------------------------------
     async def clean_up(self, session: Session, body: Mapping[str, Any]) -> bool:

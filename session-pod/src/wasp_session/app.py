@@ -6,7 +6,7 @@ does not own the tenant stops with ``TenantConflict`` before it touches the
 auth state, the lease or the queue), the Redis's eviction policy (one that
 may evict keys stops it with ``RedisEvictionPolicy``: ``redis_policy``),
 logging, the health server, the lease, the auth store, the transport, the
-delivery worker thread, and shutdown on SIGTERM within
+delivery worker thread, the webhook sender thread (``webhooks``), and shutdown on SIGTERM within
 ``WASP_SHUTDOWN_TIMEOUT_SECONDS`` (stop taking jobs, final checkpoint, stop
 the transport, release the lease, exit 0). Makes the process's
 ``health.Heartbeats`` (bounds from the lease TTL, the job TTL and
@@ -43,6 +43,7 @@ from wasp_session.ownership import conflict_message, foreign_owner
 from wasp_session.redis_policy import refuse_evicting_redis
 from wasp_session.status import StatusBoard
 from wasp_session.transport.base import Transport
+from wasp_session.webhooks import WebhookSender, WebhookSettings, webhook_settings_from
 
 log = structlog.stdlib.get_logger("wasp_session.app")
 
@@ -150,6 +151,7 @@ def run(env: Mapping[str, str] | None = None) -> int:
     try:
         config = load_config(environ)
         stall = stall_from(environ, config.timings.lease_ttl)
+        webhook = webhook_settings_from(environ)
     except ConfigError as error:
         _report_config_error(environ, error)
         return EXIT_CONFIG
@@ -159,16 +161,19 @@ def run(env: Mapping[str, str] | None = None) -> int:
     if refuse_evicting_redis(config, _write_failure_leased):  # may evict: refuse (redis_policy)
         return EXIT_CONFIG
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return Session(config, stall).run()
+    return Session(config, stall, webhook).run()
 
 
 class Session:
     """One process's session: owns the threads and clients, not the decisions."""
 
-    def __init__(self, config: Config, stall: float | None = None) -> None:
+    def __init__(
+        self, config: Config, stall: float | None = None, webhook: WebhookSettings | None = None
+    ) -> None:
         """Create the clients and the pieces; nothing runs yet.
 
-        ``stall``: the silence after which a loop is stuck (default the lease TTL).
+        ``stall``: the silence after which a loop is stuck (default the lease TTL);
+        ``webhook``: where the event stream goes (``None``: nowhere).
         """
         self.config = config
         ttl = config.timings.lease_ttl
@@ -192,6 +197,19 @@ class Session:
             database=database,
         )
         self.delivery: threading.Thread | None = None
+        self.webhook_stop = threading.Event()  # not a liveness loop: a dead receiver is no fault
+        self.webhook = threading.Thread(
+            target=WebhookSender(
+                webhook,
+                tenant=config.tenant,
+                redis_url=config.redis_url,
+                lease=self.lease,
+                status=self.status,
+                stop=self.webhook_stop,
+            ).run,
+            name="webhook",
+            daemon=True,
+        )
         self.lifecycle = Lifecycle(
             config,
             transport=self.transport,
@@ -260,10 +278,13 @@ class Session:
             pairing_method=self.config.pairing_method,
         )
         self._start_jobs()
+        self.webhook.start()
         try:
             code = self.lifecycle.run()
         finally:
             self.jobs_stop.set()
+            self.webhook_stop.set()
+            self.webhook.join(timeout=2)
             health.stop()
         log.info("session_exit", code=code)
         return code

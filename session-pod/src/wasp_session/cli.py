@@ -56,10 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--code", type=int, help="ban code")
     simulate.add_argument("--reason", help="connect_failure reason")
     simulate.add_argument(
-        "--phone", help="scan: the account that scans, E.164 (e.g. +4915112345678)"
+        "--phone",
+        help="scan: the account that scans; inbound: the sender. E.164 (e.g. +4915112345678)",
     )
-    simulate.add_argument("--jid", help="scan: the account's JID (instead of --phone)")
+    simulate.add_argument(
+        "--jid", help="scan: the account's JID (instead of --phone); inbound: the chat's JID"
+    )
     simulate.add_argument("--push-name", help="scan: the account's display name")
+    simulate.add_argument("--text", help="inbound: the message's text (or a media's caption)")
+    simulate.add_argument("--media", help="inbound: a media type instead of text (e.g. image)")
+    simulate.add_argument(
+        "--from-me", action="store_true", default=None, help="inbound: the account wrote it"
+    )
     return parser
 
 
@@ -77,6 +85,9 @@ def _simulate(args: argparse.Namespace) -> int:
                 phone=args.phone,
                 jid=args.jid,
                 push_name=args.push_name,
+                text=args.text,
+                media=args.media,
+                from_me=args.from_me,
             )
         except (CommandError, redis.RedisError) as error:
             sys.stderr.write(f"wasp-session simulate: {error}\n")

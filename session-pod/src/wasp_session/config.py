@@ -74,6 +74,7 @@ class Config:
     log_format: str = "auto"
     pod_name: str = ""
     owner_uid: str | None = None  # the WhatsAppSession's uid, checked against the owner key
+    auto_reply_text: str | None = None  # replied once a day to each sender (docs/inbound.md)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     timings: Timings = field(default_factory=Timings)
 
@@ -201,6 +202,18 @@ def _qr_seconds(env: Mapping[str, str]) -> tuple[float, ...]:
     return values
 
 
+def _auto_reply_text(env: Mapping[str, str]) -> str | None:
+    text = env.get(contract.ENV_AUTO_REPLY_TEXT, "")
+    if not text.strip():
+        return None
+    if len(text) > contract.AUTO_REPLY_MAX_CHARS:
+        raise ConfigError(
+            contract.ENV_AUTO_REPLY_TEXT,
+            f"must be at most {contract.AUTO_REPLY_MAX_CHARS} characters, got {len(text)}",
+        )
+    return text
+
+
 def _delivery(env: Mapping[str, str]) -> DeliverySettings:
     defaults = DeliverySettings()
     region = env.get(contract.ENV_DEFAULT_REGION, "").strip() or defaults.default_region
@@ -289,6 +302,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         log_format=_choice(env, contract.ENV_LOG_FORMAT, contract.LOG_FORMATS, "auto"),
         pod_name=env.get(contract.ENV_POD_NAME, "").strip() or socket.gethostname(),
         owner_uid=owner_uid_from(env),
+        auto_reply_text=_auto_reply_text(env),
         delivery=_delivery(env),
         timings=_timings(env),
     )

@@ -23,6 +23,7 @@ from wasp_session.transport.base import (
     KeepAliveRestored,
     KeepAliveTimedOut,
     LoggedOut,
+    MessageReceived,
     PairFailed,
     PairingCodeIssued,
     PairingWindowEnded,
@@ -53,6 +54,7 @@ class Action(enum.Enum):
     FAIL = "fail"  # phase Failed, exit non-zero
     RESTART_PROCESS = "restart_process"  # checkpoint, exit non-zero (unexpected end)
     RECEIPT = "receipt"  # hand to delivery.receipts, debounce a checkpoint
+    INBOUND = "inbound"  # record it in the stream, maybe auto-reply (``inbound``)
     TIMELOCK = "timelock"  # set or clear the timelock condition
     METRIC = "metric"  # count it, nothing else
     REFUSE_ACCOUNT = "refuse_account"  # log out, wipe, no checkpoint, no send; wait for `pair`
@@ -174,6 +176,8 @@ def decide(event: TransportEvent, *, windows_used: int, max_windows: int) -> Dec
             return Decision(Action.FAIL, "Failed", "ConnectFailure", reason)
         case ReceiptReceived():
             return Decision(Action.RECEIPT)
+        case MessageReceived():
+            return Decision(Action.INBOUND)
         case Timelocked():
             return Decision(Action.TIMELOCK)
         case TransportStopped(reason=reason):

@@ -35,12 +35,14 @@ from wasp import contract
 from wasp_session import metrics
 from wasp_session.account_guard import AccountGuard, AccountPin
 from wasp_session.auth_store import AuthStore
+from wasp_session.auto_reply import AutoReplier
 from wasp_session.checkpoints import CheckpointScheduler
 from wasp_session.config import Config
 from wasp_session.control import ControlInbox
 from wasp_session.errors import EXIT_LEASE_LOST, EXIT_OK, AuthStoreError, LeaseLostError
 from wasp_session.gate import SendGate
 from wasp_session.health import Heartbeats, bounds
+from wasp_session.inbound import Inbound
 from wasp_session.lease import Lease
 from wasp_session.lease_keeper import LeaseKeeper
 from wasp_session.pairing_record import PairingRecord
@@ -112,6 +114,19 @@ class Lifecycle:
             status=status,
             record=halts,
         )
+        replier = (
+            AutoReplier(
+                client,
+                config.tenant,
+                config.auto_reply_text,
+                transport=transport,
+                gate=gate,
+                rate_per_minute=config.delivery.rate_per_minute,
+            )
+            if config.auto_reply_text
+            else None
+        )
+        self._inbound = Inbound(client, config.tenant, replier)  # messages people send
         parts = Collaborators(
             transport=transport,
             client=client,
@@ -125,6 +140,7 @@ class Lifecycle:
             lease_held=lease.holds,
             check_lease=self._keeper.check,
             beat=self._beat,
+            inbound=self._inbound.received,
         )
         self._reactions = Reactions(config, parts, stop, rand)
         self._inbox = ControlInbox(client, config.tenant)
@@ -158,6 +174,7 @@ class Lifecycle:
         except LeaseLostError:
             code = EXIT_LEASE_LOST
         self._inbox.stop()
+        self._inbound.stop()
         if self._keeper.lost.is_set() or not self._lease.holds():
             log.error("lease_lost_exiting")
             self._gate.close()
@@ -185,6 +202,7 @@ class Lifecycle:
         self._checkpoints.restart_clock()
         self._reactions.resume()  # connects, unless the pairing record says halted
         self._inbox.start()  # stopped when the session ends (``_run``)
+        self._inbound.start()  # the auto-reply's thread; stopped with the inbox
         while not self._stop.is_set():
             self._beat()
             self._keeper.check()

@@ -65,10 +65,34 @@ REDIS_ROLLBACKS = Counter(
     "Times Redis held older auth state than this session had written (a rollback); "
     "the newer state was written back.",
 )
+INBOUND_MESSAGES = Counter(
+    "wasp_session_inbound_messages",
+    "Messages people sent the account, recorded in the event stream, by type.",
+    labelnames=["type"],
+)
+INBOUND_SKIPPED = Counter(
+    "wasp_session_inbound_skipped",
+    "Messages not recorded (own, group, broadcast, newsletter, ...), by reason.",
+    labelnames=["reason"],
+)
+AUTO_REPLIES = Counter(
+    "wasp_session_auto_replies",
+    "Auto-replies, by result (sent, already_sent, rate_limited, not_connected, dropped, ...).",
+    labelnames=["result"],
+)
 LOOP_LAST_BEAT = Gauge(
     "wasp_session_loop_last_beat_timestamp_seconds",
     "When each watched loop last made progress (Unix time); /healthz fails when one is stale.",
     labelnames=["loop"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "wasp_session_webhook_deliveries",
+    "Webhook POSTs of stream entries, by result: delivered, http_error, network_error, "
+    "refused_error (an address webhooks may not reach), misconfigured (checked, not sent).",
+    labelnames=["result"],
+)
+WEBHOOK_FAILING = Gauge(
+    "wasp_session_webhook_failing", "1 while the webhook's last attempt failed or cannot be made."
 )
 
 

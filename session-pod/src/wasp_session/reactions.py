@@ -64,6 +64,7 @@ from wasp_session.timelock import TimelockRecord
 from wasp_session.transport.base import (
     Connected,
     KeepAliveTimedOut,
+    MessageReceived,
     PairFailed,
     PairingCodeIssued,
     PairSucceeded,
@@ -110,6 +111,7 @@ class Collaborators:
     lease_held: Callable[[], bool]
     check_lease: Callable[[], None]
     beat: Callable[[], None] = lambda: None  # the lifecycle loop's heartbeat (``health``)
+    inbound: Callable[[MessageReceived], object] = lambda _: None  # ``inbound.Inbound.received``
 
 
 class Reactions:
@@ -231,6 +233,8 @@ class Reactions:
                 self._p.checkpoints.mark_dirty()
             case Timelocked(active=active):
                 self._timelock.seen(active=active)
+            case MessageReceived():
+                self._p.inbound(event)
             case KeepAliveTimedOut():
                 metrics.KEEPALIVE_TIMEOUTS.inc()
             case PairFailed(reason=reason):

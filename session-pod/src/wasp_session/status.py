@@ -22,6 +22,9 @@ heartbeat that finds the field no longer the one this pod wrote last sets
 whoever holds the auth state checks it with a checkpoint. ``rewrite`` puts
 the hash back as this pod last wrote it, for a Redis that lost recent
 writes (rolled back to an older snapshot, ``rollback``).
+Every write that changes the phase also appends a ``session`` entry (phase,
+reason, message, at) to the tenant's event stream (``wasp.event_stream``)
+in the same script, so the stream's phases are the hash's, in its order.
 Decides nothing: the lifecycle says what to write.
 """
 
@@ -35,6 +38,7 @@ from typing import Any
 import redis
 
 from wasp import contract, timestamps
+from wasp.event_stream import XADD_LUA
 from wasp.timestamps import format_seconds
 from wasp_session.delivery.sender import RedisClock
 from wasp_session.errors import LeaseLostError
@@ -50,10 +54,30 @@ _NOT_REWRITTEN = frozenset(
     {contract.STATUS_HEARTBEAT, contract.STATUS_STANDBY_POD, contract.STATUS_STANDBY_SINCE}
 )
 
-# KEYS: status hash, lease. ARGV[1]: the lease value we hold, or "" for "only
-# while nobody holds the lease"; ARGV[2]: n, the number of fields to set;
+# ``append_phase_change`` appends the status's phase, reason, message and
+# updated-at to the event stream if its phase is no longer ``before``.
+_PHASE_ENTRY_LUA = f"""
+local function append_phase_change(status, stream, before)
+  local now = redis.call('HMGET', status, '{contract.STATUS_PHASE}', '{contract.STATUS_REASON}',
+                         '{contract.STATUS_MESSAGE}', '{contract.STATUS_UPDATED_AT}')
+  if now[1] and now[1] ~= before then
+    append_event(stream, {{'{contract.EVENT_KIND}', '{contract.EVENT_KIND_SESSION}',
+                           '{contract.STATUS_PHASE}', now[1],
+                           '{contract.STATUS_REASON}', now[2] or '',
+                           '{contract.STATUS_MESSAGE}', now[3] or '',
+                           '{contract.EVENT_AT}', now[4] or ''}})
+  end
+end
+"""
+
+# KEYS: status hash, lease, event stream. ARGV[1]: the lease value we hold, or ""
+# for "only while nobody holds the lease"; ARGV[2]: n, the number of fields to set;
 # then n field/value pairs; then the fields to delete.
-_WRITE = """
+_WRITE = (
+    XADD_LUA
+    + _PHASE_ENTRY_LUA
+    + f"""
+local before = redis.call('HGET', KEYS[1], '{contract.STATUS_PHASE}')
 local lease = redis.call('GET', KEYS[2])
 if ARGV[1] == '' then
   if lease then return false end
@@ -63,8 +87,10 @@ end
 local n = tonumber(ARGV[2])
 if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + 2 * n)) end
 if #ARGV > 2 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 3 + 2 * n, #ARGV)) end
+append_phase_change(KEYS[1], KEYS[3], before)
 return redis.call('HGETALL', KEYS[1])
 """
+)
 
 
 def utc_now() -> str:
@@ -87,6 +113,7 @@ class StatusBoard:
         self._pod = pod_name
         self._lease = lease
         self._key = contract.status_key(tenant)
+        self._stream = contract.event_stream_key(tenant)
         self._write = client.register_script(_WRITE)
         self._lock = threading.Lock()
         self._written: dict[str, str] = {}  # the hash as this pod's last write left it
@@ -103,7 +130,8 @@ class StatusBoard:
     def _run(self, lease_value: str, values: dict[str, str], remove: tuple[str, ...]) -> Any:  # noqa: ANN401 - a script's reply
         pairs = [item for field in values.items() for item in field]
         return self._write(
-            keys=[self._key, self._lease.key], args=[lease_value, len(values), *pairs, *remove]
+            keys=[self._key, self._lease.key, self._stream],
+            args=[lease_value, len(values), *pairs, *remove],
         )
 
     def _publish(self, reply: list[str]) -> dict[str, str]:

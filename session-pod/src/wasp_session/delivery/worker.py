@@ -16,6 +16,15 @@ unreachable Redis): the loop never quits on one, it waits, and the job it
 held may sit in RQ's intermediate queue or registries. Retries due again are
 moved back by ``scheduling.move_due_jobs`` on another thread.
 
+Per job it makes the fewest round trips RQ's bookkeeping allows: RQ's two
+transactions at the start (the execution record, then the job ``started``)
+are one; the end is one transaction without RQ's ``WATCH`` of the job's
+dependents (an ``OtpQueue`` never enqueues any), which also writes the
+worker's state back to idle and the job's last heartbeat (RQ writes each on
+its own); RQ's check for ``rq suspend`` (with a heartbeat) runs at most once
+a ``_SUSPENSION_SECONDS``. These replay RQ's own steps (as of ``rq`` 3.0),
+nothing more; a job with repeats (never an OTP job) takes RQ's own path.
+
 Idle, it costs Redis next to nothing: it waits for a job with a blocking
 ``BLMOVE`` of ``health.JOB_WAIT_SECONDS`` (a job enqueued meanwhile is
 handed over at once), cut short (``JobIntake.interrupt``) when ``stop`` is
@@ -41,7 +50,10 @@ import redis
 import structlog
 from rq import Queue, SimpleWorker, worker_registration
 from rq.exceptions import StopRequested
-from rq.job import Job
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.rate_limit import release_slot
+from rq.registry import StartedJobRegistry
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import now
 from rq.worker import WorkerStatus
@@ -56,6 +68,7 @@ from wasp_session.health import JOB_WAIT_SECONDS
 
 _GATE_POLL_SECONDS: Final = 0.5
 _HEARTBEAT_SECONDS: Final = 60.0
+_SUSPENSION_SECONDS: Final = 1.0  # ``rq suspend`` is looked for at most this often
 _DEPTH_SECONDS: Final = 1.0  # the queue depth gauge is asked for at most this often
 _WATCH_SECONDS: Final = 0.1  # how soon a closed gate or a stop ends the wait for a job
 SCHEDULER_IDLE_SECONDS: Final = 30.0  # with no retry due sooner, look again after this
@@ -109,6 +122,7 @@ class GatedWorker(SimpleWorker):
         self._intake = intake
         self._last_heartbeat = 0.0
         self._last_depth = 0.0
+        self._last_suspension_check = -_SUSPENSION_SECONDS
         self._waiting = threading.Event()  # set while waiting for a job through an open gate
         threading.Thread(target=self._watch_wait, name="otp-worker-watch", daemon=True).start()
 
@@ -142,7 +156,14 @@ class GatedWorker(SimpleWorker):
         self._stop.wait(_REDIS_RETRY_SECONDS)
 
     def check_for_suspension(self, burst: bool) -> None:  # noqa: FBT001 - RQ's signature
-        """RQ's check, but a Redis error does not end the loop (RQ's would quit)."""
+        """RQ's check, at most once a ``_SUSPENSION_SECONDS``.
+
+        A Redis error does not end the loop (RQ's would quit).
+        """
+        moment = time.monotonic()
+        if moment - self._last_suspension_check < _SUSPENSION_SECONDS:
+            return
+        self._last_suspension_check = moment
         try:
             super().check_for_suspension(burst)
         except redis.RedisError as error:
@@ -156,6 +177,74 @@ class GatedWorker(SimpleWorker):
             self._redis_lost(error)
         finally:
             _job_ended.set()
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:  # noqa: ANN401 - RQ's signature
+        """RQ's, but a state already written (e.g. with the job's end) is not written again."""
+        if pipeline is None and state == self.get_state():
+            return
+        super().set_state(state, pipeline)
+
+    def prepare_execution(self, job: Job) -> Execution:
+        """RQ's execution record and its ``prepare_job_execution``, in one transaction."""
+        with self.connection.pipeline() as pipeline:
+            heartbeat_ttl = self.get_heartbeat_ttl(job)
+            execution = Execution.create(
+                job, heartbeat_ttl, pipeline=pipeline, worker_name=self.name
+            )
+            self.executions[execution.id] = execution
+            self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+            self.heartbeat(heartbeat_ttl, pipeline=pipeline)
+            job.heartbeat(now(), heartbeat_ttl, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            pipeline.persist(job.key)
+            pipeline.lrem(self._queue.intermediate_queue_key, 1, job.id)
+            pipeline.execute()
+        return execution
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:  # noqa: FBT001, FBT002 - RQ's signature
+        """Nothing: ``prepare_execution`` did it."""
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ's, but the job's last heartbeat is written with its outcome, not on its own."""
+        del queue, heartbeat_ttl
+        job.ended_at = now()
+        job.last_heartbeat = job.ended_at
+
+    def handle_job_success(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: StartedJobRegistry,
+        execution: Execution,
+    ) -> None:
+        """RQ's, in one transaction with the worker's idle state and without the ``WATCH``.
+
+        RQ watches the job's dependents in case one is added meanwhile: an
+        ``OtpQueue`` enqueues none, so there is nothing to watch.
+        """
+        if job.repeats_left:  # not an OTP job's: RQ's own way
+            super().handle_job_success(job, queue, started_job_registry, execution)
+            return
+        ended_at = job.ended_at or now()  # both set by now: ``handle_execution_ended``
+        with self.connection.pipeline() as pipeline:
+            self.increment_successful_job_count(pipeline=pipeline)
+            self.increment_total_working_time(ended_at - (job.started_at or ended_at), pipeline)
+            result_ttl = job.get_result_ttl(self.default_result_ttl)
+            if result_ttl != 0:
+                job._handle_success(  # noqa: SLF001 - RQ's step, as its worker calls it
+                    result_ttl,
+                    pipeline=pipeline,
+                    worker_name=self.name,
+                    execution_id=execution.id,
+                    execution_started_at=execution.created_at,
+                    execution_ended_at=job.ended_at,
+                )
+            job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+            job._status = JobStatus.FINISHED  # noqa: SLF001 - as RQ's worker sets it
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
+            pipeline.execute()
+        release_slot(job)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:  # noqa: ANN401 - RQ's signature
         """RQ's; a job ended by a Redis error is left pending: recover it before the next."""
@@ -186,8 +275,7 @@ class GatedWorker(SimpleWorker):
                 self._intake.close()
                 raise StopRequested
             try:
-                if self.get_state() != WorkerStatus.IDLE:
-                    self.set_state(WorkerStatus.IDLE)
+                self.set_state(WorkerStatus.IDLE)  # written only if it changed
                 job = self._take()
             except redis.RedisError as error:
                 self._redis_lost(error)

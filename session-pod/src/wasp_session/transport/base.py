@@ -117,6 +117,27 @@ class ReceiptReceived:
 
 
 @dataclass(frozen=True)
+class MessageReceived:
+    """Someone's message reached the account: reported as WhatsApp gave it, judged by the session.
+
+    ``chat`` is the conversation (``user@server``: a person, a group, a
+    broadcast, a newsletter); ``sender`` who wrote it, by phone number
+    (``digits@s.whatsapp.net``) when WhatsApp tells it, else as given (e.g. a
+    ``@lid``). ``text`` is the text or a caption, ``media_type`` the kind of
+    media ("" for text; never its body); ``sent_at`` epoch seconds. Everything
+    here comes from a stranger: the session bounds it (``inbound``).
+    """
+
+    chat: str
+    sender: str
+    text: str
+    whatsapp_id: str
+    sent_at: float
+    media_type: str = ""
+    from_me: bool = False
+
+
+@dataclass(frozen=True)
 class Timelocked:
     """WhatsApp's 463 reach-out timelock started (``active``) or ended."""
 
@@ -145,6 +166,7 @@ TransportEvent: TypeAlias = (
     | TemporarilyBanned
     | ConnectFailed
     | ReceiptReceived
+    | MessageReceived
     | Timelocked
     | TransportStopped
 )

@@ -44,6 +44,13 @@ command                 effect
                         for ``seconds`` (default 60; 0 ends a hang), as on a
                         wedged whatsmeow client: its event loop stops making
                         progress and ``/healthz`` fails (liveness restarts it)
+``inbound``             someone writes to the account: ``phone`` (the sender,
+                        E.164) sends ``text`` (or a ``media`` type, e.g.
+                        ``image``, with ``text`` as its caption) in the chat
+                        ``jid`` (default the sender's own: a group is
+                        ``…@g.us``, status ``status@broadcast``); ``from_me``
+                        true: the account wrote it on another device. While
+                        offline it is delivered on the next connect
 ======================  =====================================================
 
 Numbers in the set ``contract.simulator_absent_key`` are "not on WhatsApp".
@@ -83,9 +90,12 @@ COMMANDS = (
     "keepalive_restored",
     "crash",
     "hang",
+    "inbound",
 )
 _PHONE = re.compile(r"^\+?[1-9][0-9]{6,14}$")
-ARGUMENTS = ("seconds", "count", "code", "reason", "phone", "jid", "push_name")
+ARGUMENTS = (
+    "seconds", "count", "code", "reason", "phone", "jid", "push_name", "text", "media", "from_me"
+)  # fmt: skip
 
 
 class CommandError(ValueError):

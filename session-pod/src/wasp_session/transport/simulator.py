@@ -8,9 +8,10 @@ vocabulary is documented in ``sim_commands`` and ``docs/simulator.md``.
 The simulator stands in for WhatsApp's servers, and those keep a device's
 pending receipts until it is online: so do we, in Redis
 (``contract.simulator_receipts_key``, scored by due time), written in one
-transaction with the outbox entry. A killed process therefore loses no
-receipt; whichever simulator of the tenant is connected plays the due ones,
-each claimed by ``ZREM`` before it is emitted, so no two processes play one.
+script call with the outbox entry (after the absent-number check: a send is
+one round trip). A killed process therefore loses no receipt; whichever
+simulator of the tenant is connected plays the due ones, each claimed by
+``ZREM`` before it is emitted, so no two processes play one.
 
 So does its 463 timelock (``contract.simulator_timelock_key``, read at
 each connect): a restarted pod's simulator is timelocked still.
@@ -23,6 +24,15 @@ The simulated device lives in ``simulator.db`` in the data dir (see
 whatsmeow's database. Connection work runs on a thread of its own; sends run
 on the caller's thread. Never writes the session status or message hashes:
 it reports events, records its outbox, and that is all.
+
+Idle, it costs Redis about one call a second: its thread waits for a
+command with a blocking ``BLPOP`` (on a connection of its own,
+``BlockingConnection``, which ``stop`` cuts short; a command pushed
+meanwhile is handed over at once) until the next thing it must do by itself
+is due: a timer, the end of a QR code, a receipt; at most ``_IDLE_SECONDS``
+and at most the receipt delay (so a send during a wait gets its receipts on
+time), at least ``_BUSY_SECONDS`` (the 100 ms rounds of old). It asks Redis
+for receipts only when one is due (``sim_receipts``).
 
 The ``hang`` fault wedges the session, not the simulator: for its
 ``seconds``, every blocking read of ``events`` does not return, so the
@@ -48,6 +58,7 @@ import structlog
 
 from wasp import contract
 from wasp.accounts import account_of_jid, mask_account
+from wasp_session.blocking_connection import BlockingConnection, WaitInterruptedError
 from wasp_session.transport.base import (
     Connected,
     ConnectFailed,
@@ -55,6 +66,7 @@ from wasp_session.transport.base import (
     KeepAliveRestored,
     KeepAliveTimedOut,
     LoggedOut,
+    MessageReceived,
     NotConnectedError,
     PairingCodeIssued,
     PairingWindowEnded,
@@ -75,14 +87,32 @@ from wasp_session.transport.base import (
 )
 from wasp_session.transport.sim_commands import CommandError, SimCommand, parse_command
 from wasp_session.transport.sim_device import Device, DeviceFile
+from wasp_session.transport.sim_receipts import DueReceipt, PendingReceipts, receipt_member
 
 DATABASE_NAME = "simulator.db"
-_POLL_SECONDS = 0.1
+_POLL_SECONDS = 0.1  # how often a hung ``events`` read looks whether the hang is over
+_BUSY_SECONDS = 0.1  # the shortest wait for a command: something is due sooner, or now
+_IDLE_SECONDS = 1.0  # the longest: nothing is due sooner
 _DEFAULT_ACCOUNT = "4915100000000"  # the account a bare `scan` pairs
 _USER_SERVER = "s.whatsapp.net"  # the server of a user's JID, as check_number answers
 _PAIR_PHONE_REFUSAL = "info query returned status 429: rate-overlimit"  # whatsmeow's words
-_RECEIPT_BATCH = 100  # receipts claimed a round (10 rounds a second): at most this many in flight
+_INBOUND_KEPT = 1000  # messages kept for an offline device (the oldest go first)
+_INBOUND_SENDER = "4915199999999"  # who writes when `inbound` names no phone
 log = structlog.stdlib.get_logger("wasp_session.simulator")
+
+# A send in one round trip: unless the number is in the absent set (KEYS[1], E.164
+# with or without "+": ARGV[1], ARGV[2]), the outbox entry (KEYS[2], ARGV[3]) and
+# both receipts (KEYS[3]: ARGV[4] score, ARGV[5] member, ARGV[6], ARGV[7]), all or
+# nothing. Replies 1 if sent, 0 if the number is not on WhatsApp.
+_SEND_LUA = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1
+  or redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 1 then
+  return 0
+end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -132,6 +162,7 @@ class SimulatorTransport:
     ) -> None:
         """Simulate ``tenant``'s account; ``client`` decodes responses to ``str``."""
         self._redis = client
+        self._send = client.register_script(_SEND_LUA)
         self._tenant = tenant
         self._settings = settings
         self.database = data_dir / DATABASE_NAME
@@ -152,6 +183,9 @@ class SimulatorTransport:
         self._fail_sends = 0
         self._lost_acks: list[float] = []  # send_timeout_after_delivery: seconds, one per send
         self._timelocked = False
+        self._inbound_waiting: list[MessageReceived] = []  # written to it while offline
+        self._waits: BlockingConnection | None = None  # the thread's wait for commands
+        self._receipts = PendingReceipts(client, tenant)
 
     # ------------------------------------------------------------ interface
     @property
@@ -172,8 +206,9 @@ class SimulatorTransport:
                 msg = "simulated dial failure"
                 raise StartError(msg)
         self._stop = threading.Event()
+        self._waits = BlockingConnection(self._redis)
         self._thread = threading.Thread(
-            target=self._run, args=(self._stop,), name="simulator", daemon=True
+            target=self._run, args=(self._stop, self._waits), name="simulator", daemon=True
         )
         self._thread.start()
 
@@ -208,21 +243,30 @@ class SimulatorTransport:
             self._emit(Timelocked(active=True))  # as whatsmeow's transport does on a 463
             msg = "simulated: server returned error 463 (reach-out timelock: a new contact)"
             raise TimelockedError(msg)
-        if not self.check_number(phone_digits):
-            msg = f"+{phone_digits} is not on WhatsApp"
-            raise SendError(msg, transient=False)
         whatsapp_id = "SIM" + secrets.token_hex(8).upper()
         now = time.time()
         record = {"to": f"+{phone_digits}", "text": text, "whatsapp_id": whatsapp_id, "at": now}
         delay = self._settings.receipt_delay
-        pending = {
-            _receipt_member(whatsapp_id, "delivered"): now + delay,
-            _receipt_member(whatsapp_id, "read"): now + 2 * delay,
-        }
-        pipe = self._redis.pipeline(transaction=True)  # the outbox and its receipts, or neither
-        pipe.rpush(contract.simulator_outbox_key(self._tenant), json.dumps(record))
-        pipe.zadd(contract.simulator_receipts_key(self._tenant), pending)
-        pipe.execute()
+        sent = self._send(  # the number checked, the outbox entry and its receipts: one call
+            keys=[
+                contract.simulator_absent_key(self._tenant),
+                contract.simulator_outbox_key(self._tenant),
+                self._receipts.key,
+            ],
+            args=[
+                f"+{phone_digits}",
+                phone_digits,
+                json.dumps(record),
+                repr(now + delay),
+                receipt_member(whatsapp_id, "delivered"),
+                repr(now + 2 * delay),
+                receipt_member(whatsapp_id, "read"),
+            ],
+        )
+        if not sent:
+            msg = f"+{phone_digits} is not on WhatsApp"
+            raise SendError(msg, transient=False)
+        self._receipts.noted(now + delay)
         with self._lock:
             lost_ack = self._lost_acks.pop(0) if self._lost_acks else None
             stopped = self._stop
@@ -258,6 +302,8 @@ class SimulatorTransport:
     def stop(self) -> None:
         """End the simulated connection; receipts not yet read go back to Redis. Idempotent."""
         self._stop.set()
+        if self._waits is not None:
+            self._waits.interrupt()  # the thread's wait for a command ends now
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
@@ -270,7 +316,7 @@ class SimulatorTransport:
         self._return_unread_receipts()
 
     # ------------------------------------------------------------ the thread
-    def _run(self, stop: threading.Event) -> None:
+    def _run(self, stop: threading.Event, waits: BlockingConnection) -> None:
         device = self._device.load()
         if device is not None:
             self._go_online(device)
@@ -278,20 +324,37 @@ class SimulatorTransport:
             with self._lock:
                 self._window_codes = list(self._settings.qr_seconds)
             self._next_qr()
-        while not stop.is_set():
-            self._fire_timers()
-            self._tick_window()
-            try:
-                self._play_receipts(stop)
-                popped = self._redis.blpop(
-                    [contract.simulator_commands_key(self._tenant)], timeout=_POLL_SECONDS
-                )
-            except redis.RedisError as error:
-                log.warning("simulator_redis_error", error=str(error))
-                stop.wait(1.0)
-                continue
-            if popped is not None and not stop.is_set():
-                self._play_raw(str(popped[1]))
+        key = contract.simulator_commands_key(self._tenant)
+        try:
+            while not stop.is_set():
+                self._fire_timers()
+                self._tick_window()
+                try:
+                    self._play_receipts(stop)
+                    popped = waits.blpop(key, self._seconds_to_wait())
+                except WaitInterruptedError:
+                    continue  # ``stop``
+                except redis.RedisError as error:
+                    log.warning("simulator_redis_error", error=str(error))
+                    stop.wait(1.0)
+                    continue
+                if isinstance(popped, list) and not stop.is_set():
+                    self._play_raw(str(popped[1]))
+        finally:
+            waits.close()
+
+    def _seconds_to_wait(self) -> float:
+        """How long to wait for a command: until the next thing due, within the bounds."""
+        longest = min(_IDLE_SECONDS, max(_BUSY_SECONDS, self._settings.receipt_delay))
+        with self._lock:
+            moments = [longest]
+            if self._timers:
+                moments.append(self._timers[0][0] - time.monotonic())
+            if self._window_deadline is not None:
+                moments.append(self._window_deadline - time.monotonic())
+            if self._connected:
+                moments.append(self._receipts.next_due() - time.time())
+        return max(_BUSY_SECONDS, min(moments))
 
     def _play_receipts(self, stop: threading.Event) -> None:
         """Emit the tenant's due receipts while connected, each claimed (ZREM) first.
@@ -302,30 +365,12 @@ class SimulatorTransport:
         """
         with self._lock:
             if not self._connected:
+                self._receipts.forget()  # back online, look at once
                 return  # WhatsApp keeps them until the device is back
-        if stop.is_set() or not self._events.empty():
+        if stop.is_set() or not self._events.empty() or not self._receipts.may_be_due():
             return
-        key = contract.simulator_receipts_key(self._tenant)
-        due: list[tuple[str, float]] = self._redis.zrangebyscore(  # type: ignore[assignment]
-            key, "-inf", time.time(), start=0, num=_RECEIPT_BATCH, withscores=True
-        )
-        batch: dict[str, tuple[str, str, float]] = {}  # whatsapp id -> member, kind, due
-        for member, score in due:
-            parsed = _parse_receipt(str(member))
-            if parsed is None:
-                log.warning("simulator_receipt_malformed", receipt=str(member))
-                self._redis.zrem(key, member)
-            elif parsed[0] not in batch:  # its later receipt waits for the next round
-                batch[parsed[0]] = (str(member), parsed[1], float(score))
-        if not batch:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for member, _kind, _at in batch.values():
-            pipe.zrem(key, member)
-        claimed = pipe.execute()
-        for (whatsapp_id, (_member, kind, at)), removed in zip(batch.items(), claimed, strict=True):
-            if removed == 1:  # else another process of the tenant played it
-                self._emit(ReceiptReceived((whatsapp_id,), kind, at))
+        for receipt in self._receipts.claim_due():
+            self._emit(ReceiptReceived((receipt.whatsapp_id,), receipt.kind, receipt.at))
 
     def _return_unread_receipts(self) -> None:
         """Put receipts emitted but not yet taken from ``events`` back in Redis, due as before.
@@ -334,25 +379,21 @@ class SimulatorTransport:
         loses none: whichever simulator of the tenant connects next plays them.
         """
         kept: list[TransportEvent] = []
-        unread: dict[str, float] = {}
+        unread: list[DueReceipt] = []
         while True:
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
             if isinstance(event, ReceiptReceived):
-                for whatsapp_id in event.whatsapp_ids:
-                    unread[_receipt_member(whatsapp_id, event.kind)] = event.timestamp
+                unread.extend(
+                    DueReceipt(i, event.kind, event.timestamp) for i in event.whatsapp_ids
+                )
             else:
                 kept.append(event)
         for event in kept:  # the rest stays for the session to read, in order
             self._events.put(event)
-        if not unread:
-            return
-        try:
-            self._redis.zadd(contract.simulator_receipts_key(self._tenant), unread)
-        except redis.RedisError as error:
-            log.warning("simulator_receipts_lost", error=str(error), receipts=len(unread))
+        self._receipts.put_back(unread)
 
     def _drain_commands(self) -> None:
         key = contract.simulator_commands_key(self._tenant)
@@ -434,6 +475,8 @@ class SimulatorTransport:
                 self._offline(TransportStopped("simulated: the connection ended unexpectedly"))
             case "hang":
                 self._events.hang(max(0.0, command.number("seconds", 60.0)))
+            case "inbound":
+                self._inbound(command)
 
     def _scan(self, command: SimCommand) -> None:
         with self._lock:
@@ -452,6 +495,31 @@ class SimulatorTransport:
         self._redis.sadd(contract.simulator_linked_key(self._tenant), device.jid)  # phone lists it
         self._emit(PairSucceeded(jid=device.jid, push_name=device.push_name))
         self._go_online(device)
+
+    def _inbound(self, command: SimCommand) -> None:
+        """Someone writes to the account; an offline device gets it when it connects."""
+        sender = command.text("phone", _INBOUND_SENDER).strip().removeprefix("+")
+        sender_jid = f"{sender}@{_USER_SERVER}"
+        message = MessageReceived(
+            chat=command.text("jid", sender_jid),
+            sender=sender_jid,
+            text=command.text("text", ""),
+            whatsapp_id="SIMIN" + secrets.token_hex(8).upper(),
+            sent_at=time.time(),
+            media_type=command.text("media", ""),
+            from_me=command.arguments.get("from_me") in (True, "true", "1", 1),
+        )
+        with self._lock:
+            if not self._connected:
+                self._inbound_waiting = [*self._inbound_waiting, message][-_INBOUND_KEPT:]
+                return
+        self._emit(message)
+
+    def _deliver_waiting_inbound(self) -> None:
+        with self._lock:
+            waiting, self._inbound_waiting = self._inbound_waiting, []
+        for message in waiting:
+            self._emit(message)
 
     def _next_qr(self) -> None:
         with self._lock:
@@ -481,6 +549,7 @@ class SimulatorTransport:
         with self._lock:
             self._connected = True
         self._emit(Connected(jid=device.jid, push_name=device.push_name))
+        self._deliver_waiting_inbound()
 
     def _offline(self, event: TransportEvent) -> None:
         with self._lock:
@@ -509,6 +578,8 @@ class SimulatorTransport:
                 due.append(event)
         for event in due:
             self._emit(event)
+            if isinstance(event, Connected):
+                self._deliver_waiting_inbound()
 
     def _emit(self, event: TransportEvent) -> None:
         self._events.put(event)
@@ -523,22 +594,3 @@ def _scanned_jid(command: SimCommand, pairing_phone: str | None) -> str:
 
 def _names(device: Device | None) -> tuple[str, str]:
     return ("", "") if device is None else (device.jid, device.push_name)
-
-
-def _receipt_member(whatsapp_id: str, kind: str) -> str:
-    """A pending receipt as a member of the receipts sorted set (sorts "delivered" first)."""
-    return json.dumps({"kind": kind, "whatsapp_id": whatsapp_id}, sort_keys=True)
-
-
-def _parse_receipt(member: str) -> tuple[str, str] | None:
-    """The WhatsApp id and kind of a pending receipt, or None if it is not one."""
-    try:
-        receipt = json.loads(member)
-    except ValueError:
-        return None
-    if not isinstance(receipt, dict):
-        return None
-    whatsapp_id, kind = receipt.get("whatsapp_id"), receipt.get("kind")
-    if not isinstance(whatsapp_id, str) or kind not in ("delivered", "read"):
-        return None
-    return whatsapp_id, kind

@@ -33,6 +33,7 @@ from neonize.events import (
     KeepAliveRestoredEv,
     KeepAliveTimeoutEv,
     LoggedOutEv,
+    MessageEv,
     PairStatusEv,
     ReceiptEv,
     StreamErrorEv,
@@ -69,6 +70,7 @@ from wasp_session.transport.base import (
     TransportEvent,
     TransportStopped,
 )
+from wasp_session.transport.neonize_messages import message_received
 
 DATABASE_NAME = "whatsmeow.db"
 # WAL through the name; the dummy `_x=` swallows the `?_foreign_keys=on` neonize appends.
@@ -283,6 +285,15 @@ class NeonizeTransport:
                     self._last_qr = None
                 self._emit(PairingWindowEnded())
 
+    def _on_message(self, _: object, event: Any) -> None:  # noqa: ANN401 - neonize's proto
+        try:  # a stranger's message: whatever it holds, neonize's event loop goes on
+            received = message_received(event)
+        except Exception as error:  # noqa: BLE001 - logged, the message is skipped
+            log.warning("neonize_message_unreadable", error=str(error)[:200])
+            return
+        if received is not None:
+            self._emit(received)
+
     def _register(self, client: Any) -> None:  # noqa: ANN401 - neonize is untyped
         events = client.event
 
@@ -322,6 +333,7 @@ class NeonizeTransport:
         events(ConnectedEv)(on_connected)
         events(ConnectFailureEv)(on_failure)
         events(ReceiptEv)(on_receipt)
+        events(MessageEv)(self._on_message)
         events(DisconnectedEv)(lambda _, __: self._emit(Disconnected("socket closed")))
         events(StreamErrorEv)(lambda _, e: self._emit(Disconnected(f"stream error {e.Code}")))
         events(KeepAliveTimeoutEv)(lambda _, __: self._emit(KeepAliveTimedOut()))

@@ -77,6 +77,5 @@ class Phases:
     ) -> NoReturn:
         """Enter ``Failed`` with the reason as the last error too, and end the session."""
         log.error("session_failed", reason=reason, error=message)
-        self._status.record_error(reason, message)
-        self.enter("Failed", reason, message, remove=remove)
+        self.enter("Failed", reason, message, self._status.error_fields(reason, message), remove)
         raise SessionExit(code)

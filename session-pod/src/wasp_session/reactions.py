@@ -403,8 +403,8 @@ class Reactions:
         log.warning("session_logged_out", reason=message)
         self._p.checkpoints.account_kept = False
         self._reset_pairing()
-        self._p.phases.enter("LoggedOut", reason, message, remove=ACCOUNT_FIELDS)
-        self._p.status.record_error(reason, message)
+        error = self._p.status.error_fields(reason, message)
+        self._p.phases.enter("LoggedOut", reason, message, extra=error, remove=ACCOUNT_FIELDS)
         self._p.store.delete()
         self._p.transport.stop()
         self._p.store.wipe_local()

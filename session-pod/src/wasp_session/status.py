@@ -202,15 +202,21 @@ class StatusBoard:
         }
         return self.update(fields, remove)
 
+    def error_fields(self, reason: str, message: str) -> dict[str, str]:
+        """The last error fields for ``reason`` and ``message``, dated now (Redis's clock).
+
+        For a phase change that is also an error: passed as its ``extra``, a
+        reader never sees the new phase without its error, nor the reverse.
+        """
+        return {
+            contract.STATUS_LAST_ERROR_REASON: reason,
+            contract.STATUS_LAST_ERROR_MESSAGE: message,
+            contract.STATUS_LAST_ERROR_AT: self._now(),
+        }
+
     def record_error(self, reason: str, message: str) -> dict[str, str]:
         """Set the last error fields (and publish)."""
-        return self.update(
-            {
-                contract.STATUS_LAST_ERROR_REASON: reason,
-                contract.STATUS_LAST_ERROR_MESSAGE: message,
-                contract.STATUS_LAST_ERROR_AT: self._now(),
-            }
-        )
+        return self.update(self.error_fields(reason, message))
 
     def record_refusal(self, reason: str, message: str) -> bool:
         """Say why this pod will not run (phase Failed), unless a pod holds the lease.

@@ -6,6 +6,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -149,19 +150,39 @@ def redis_secret(control_plane: ControlPlane, namespace: str, redis_server: Redi
 
 
 @pytest.fixture
-def wasp_operator(
+def start_operator(
     control_plane: ControlPlane,
     wasp_crd: str,  # noqa: ARG001 - requested for its effect: the CRD is installed
     namespace: str,
     redis_secret: str,  # noqa: ARG001 - requested for its effect: the Secret exists
     tmp_path: Path,
-) -> Iterator[OperatorProcess]:
-    """``wasp-operator`` watching the test's namespace (standalone), as a real process."""
-    operator = OperatorProcess(control_plane.kubeconfig, tmp_path / "operator", namespace=namespace)
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start ``wasp-operator`` processes watching the test's namespace (standalone).
+
+    Keyword arguments go to ``OperatorProcess`` (``environment``,
+    ``resync_seconds``, ...); every operator started is stopped after the test.
+    """
+    started: list[OperatorProcess] = []
+
+    def start(**options: Any) -> OperatorProcess:  # noqa: ANN401 - OperatorProcess's options
+        directory = tmp_path / ("operator" if not started else f"operator-{len(started)}")
+        operator = OperatorProcess(
+            control_plane.kubeconfig, directory, namespace=namespace, **options
+        )
+        started.append(operator)
+        return operator
+
     try:
-        yield operator
+        yield start
     finally:
-        operator.stop()
+        for operator in started:
+            operator.stop()
+
+
+@pytest.fixture
+def wasp_operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
+    """``wasp-operator`` watching the test's namespace (standalone), as a real process."""
+    return start_operator()
 
 
 @pytest.fixture

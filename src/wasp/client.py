@@ -31,6 +31,7 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
 from wasp import contract, queueing
+from wasp.binary_client import binary_twin
 from wasp.errors import (
     EventsLostError,
     InvalidMessageIdError,
@@ -60,17 +61,6 @@ _EVENT_WAIT_MS: Final = 1000  # longest single blocking read of the event stream
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 log = structlog.get_logger("wasp.client")
-
-
-def _binary_twin(connection: redis.Redis) -> redis.Redis:
-    """A client on the same server that does not decode replies, as RQ needs."""
-    pool = connection.connection_pool
-    if not pool.connection_kwargs.get("decode_responses"):
-        return connection
-    kwargs = {**pool.connection_kwargs, "decode_responses": False}
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    )
 
 
 def _expired_if_unsendable(status: MessageStatus) -> MessageStatus:
@@ -117,7 +107,7 @@ class WaspClient:
             raise ValueError(msg)
         self.tenant = tenant
         self._redis = connection
-        self._rq = _binary_twin(connection)
+        self._rq = binary_twin(connection)
         self._default_region = default_region
         self._messages = MessageStore(connection, tenant)
         self._events = EventStream(self._rq, tenant)

@@ -34,6 +34,7 @@ import redis.exceptions
 import structlog
 
 from wasp import contract
+from wasp.binary_client import binary_twin
 from wasp.timestamps import format_timestamp, utc_now
 
 __all__ = ["XADD_LUA", "EventStream", "EventsLost", "StreamBatch", "StreamEvent"]
@@ -103,20 +104,6 @@ def _stream_id(value: object) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _undecoded(client: redis.Redis) -> redis.Redis:
-    """``client``, or a twin on the same server that does not decode replies.
-
-    Entries may hold any bytes; a decoding connection would fail on them.
-    """
-    pool = client.connection_pool
-    if not pool.connection_kwargs.get("decode_responses"):
-        return client
-    kwargs = {**pool.connection_kwargs, "decode_responses": False}
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    )
-
-
 @dataclass(frozen=True)
 class StreamEvent:
     """One entry: its id (``<ms>-<seq>``), kind and fields (``kind`` and ``at`` included)."""
@@ -155,7 +142,7 @@ class EventStream:
     def __init__(self, client: redis.Redis, tenant: str) -> None:
         """Work on ``tenant``'s stream through ``client`` (decoding or not)."""
         self._client = client
-        self._reader = _undecoded(client)
+        self._reader = binary_twin(client)
         self.tenant = tenant
         self.key = contract.event_stream_key(tenant)
         self._append = client.register_script(_APPEND)

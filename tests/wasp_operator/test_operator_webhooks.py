@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,23 +31,11 @@ POD = contract.session_pod_name("acme")
 
 
 @pytest.fixture
-def operator_allowing_loopback(
-    control_plane: ControlPlane,
-    wasp_crd: str,  # noqa: ARG001 - requested for its effect: the CRD is installed
-    namespace: str,
-    redis_secret: str,  # noqa: ARG001 - requested for its effect: the Secret exists
-    tmp_path: Path,
-) -> Iterator[OperatorProcess]:
-    operator = OperatorProcess(
-        control_plane.kubeconfig,
-        tmp_path / "operator",
-        namespace=namespace,
-        environment={contract.ENV_OPERATOR_WEBHOOK_ALLOWED_NETWORKS: "127.0.0.1/32"},
+def operator_allowing_loopback(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
+    """The operator, letting webhooks reach 127.0.0.1 (the test's receiver)."""
+    return start_operator(
+        environment={contract.ENV_OPERATOR_WEBHOOK_ALLOWED_NETWORKS: "127.0.0.1/32"}
     )
-    try:
-        yield operator
-    finally:
-        operator.stop()
 
 
 def webhook_status(plane: ControlPlane, namespace: str) -> Callable[[], dict[str, Any] | None]:

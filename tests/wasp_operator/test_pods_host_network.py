@@ -6,8 +6,7 @@ import copy
 import dataclasses
 import functools
 import json
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -180,25 +179,12 @@ def test_the_api_server_accepts_the_host_network_pod_as_built(
 
 # ---------------------------------------------------------------- the operator, for real
 @pytest.fixture
-def two_port_operator(
-    control_plane: ControlPlane,
-    wasp_crd: str,  # noqa: ARG001 - requested for its effect: the CRD is installed
-    namespace: str,
-    redis_secret: str,  # noqa: ARG001 - requested for its effect: the Secret exists
-    tmp_path: Path,
-) -> Iterator[OperatorProcess]:
+def two_port_operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
     """``wasp-operator`` with session pods on the node's network, two ports for them all."""
-    operator = OperatorProcess(
-        control_plane.kubeconfig,
-        tmp_path / "operator",
-        namespace=namespace,
+    return start_operator(
         environment={contract.ENV_OPERATOR_SESSION_HOST_PORTS: "30000-30001"},
         resync_seconds=1.0,
     )
-    try:
-        yield operator
-    finally:
-        operator.stop()
 
 
 @pytest.mark.controlplane

@@ -123,6 +123,7 @@ def test_cluster_wide_install_serves_sessions_and_uninstalls_cleanly(
     assert can(plane, account, "create", "events", *anywhere)
     assert can(plane, account, "create", "networkpolicies.networking.k8s.io", *anywhere)
     assert can(plane, account, "update", "networkpolicies.networking.k8s.io", *anywhere)
+    assert can(plane, account, "watch", "networkpolicies.networking.k8s.io", *anywhere)
     assert not can(plane, account, "delete", "networkpolicies.networking.k8s.io", *anywhere)
     # Least privilege: no Secret listing, no pod updates, no deleting tenants' resources.
     assert not can(plane, account, "list", "secrets", *anywhere)

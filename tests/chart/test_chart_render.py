@@ -332,7 +332,8 @@ def test_the_operator_may_manage_the_session_pods_network_policies(render: Rende
         one(render("rbac.clusterWide=true"), "ClusterRole"),
     ]:
         (rule,) = [r for r in role["rules"] if all(r[k] == v for k, v in wanted.items())]
-        assert sorted(rule["verbs"]) == ["create", "get", "update"]
+        # watched: a resync reads none, an edited one is put back at once; never deleted
+        assert sorted(rule["verbs"]) == ["create", "get", "list", "update", "watch"]
 
 
 def test_the_existing_secret_is_the_one_the_operator_may_read(render: Render) -> None:

@@ -16,7 +16,12 @@ from harness.controlplane import ControlPlane
 from wasp import contract
 from wasp_operator.config import OperatorConfig
 from wasp_operator.kube import Kube
-from wasp_operator.network_policy import build_network_policy, redis_port_of
+from wasp_operator.network_policy import (
+    build_network_policy,
+    live_view,
+    matches,
+    redis_port_of,
+)
 from wasp_operator.pods import build_pod
 from wasp_operator.sessions import Session, session_from_body
 
@@ -167,6 +172,18 @@ def test_applying_creates_then_writes_only_what_changed(
     changed = build_network_policy(acme, SCRAPED, redis_port=6380)
     assert kube.apply_network_policy(changed) is True
     assert kube.apply_network_policy(changed) is False
+    # Told none exists (the watch has not seen it yet), it finds the one there and compares.
+    assert kube.apply_network_policy(changed, absent=True) is False
+    assert kube.apply_network_policy(build_network_policy(acme, OperatorConfig()), absent=True)
+    # What the watch delivers (the API server's JSON, defaults filled in) matches what was built.
+    live = json.loads(
+        control_plane.kubectl(
+            "get", "networkpolicy", contract.session_pod_name("acme"), "-n", namespace, "-o", "json"
+        ).stdout
+    )
+    assert matches(live_view(live), build_network_policy(acme, OperatorConfig()))
+    assert not matches(live_view(live), changed)
+    assert kube.apply_network_policy(changed) is True
     # A new resource of the same name owns it from now on.
     control_plane.kubectl("delete", contract.PLURAL, "acme", "-n", namespace)
     second_uid = create_resource(control_plane, namespace, "acme")

@@ -6,6 +6,9 @@ translates the operator's errors into ``kopf.TemporaryError`` or
 
 - an index of wasp's pods, by (namespace, session name), and one of the host
   ports they hold (session pods on the node's network avoid each other's);
+- an index of wasp's NetworkPolicies (what a cycle compares with the one it
+  would build: no read while they match), and their watch events: one
+  changed or deleted by someone else is applied again at once;
 - a daemon per WhatsAppSession: the session's loop (``supervisor.py``);
 - watch events of sessions and of wasp's pods wake that loop;
 - deletion (under wasp's finalizer) logs the device out (unless
@@ -21,6 +24,7 @@ from typing import Any, cast
 import kopf
 
 from wasp import contract
+from wasp_operator import network_policy
 from wasp_operator.errors import OperatorError
 from wasp_operator.pods import host_ports_in
 from wasp_operator.sessions import Session, session_from_body
@@ -28,7 +32,8 @@ from wasp_operator.status import PodView, pod_view
 from wasp_operator.supervisor import Look, Supervisor
 
 CR = (contract.GROUP, contract.VERSION, contract.PLURAL)
-WASP_PODS = {contract.LABEL_MANAGED_BY: contract.OPERATOR_NAME}
+NETWORK_POLICIES = ("networking.k8s.io", "v1", "networkpolicies")
+WASP_PODS = {contract.LABEL_MANAGED_BY: contract.OPERATOR_NAME}  # and wasp's NetworkPolicies
 POD_GONE_POLL_SECONDS = 2.0
 # A pod may take its whole grace period (60 s) to checkpoint; a Redis Secret
 # deleted with the namespace may never come back: give up after this long.
@@ -64,6 +69,31 @@ def session_host_ports(
     return {(namespace, session): ports}
 
 
+@kopf.index(*NETWORK_POLICIES, labels=WASP_PODS)
+def session_network_policies(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: object
+) -> dict[tuple[str, str], dict[str, Any]] | None:
+    """Index wasp's NetworkPolicies by (namespace, session name): what ``matches`` compares."""
+    session = labels.get(contract.LABEL_SESSION)
+    if not namespace or not session:
+        return None
+    return {(namespace, session): network_policy.live_view(body)}
+
+
+@kopf.on.event(*NETWORK_POLICIES, labels=WASP_PODS)
+def network_policy_changed(
+    type: str | None,  # noqa: A002 - kopf's name for the watch event's type
+    namespace: str | None,
+    labels: Mapping[str, str],
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: object,
+) -> None:
+    """A session's NetworkPolicy changed or went: its loop applies it again unless it matches."""
+    live = None if type == "DELETED" else network_policy.live_view(body)
+    supervisor_of(memo).policy_changed(namespace, labels.get(contract.LABEL_SESSION), live)
+
+
 @kopf.on.event("v1", "pods", labels=WASP_PODS)
 def pod_changed(
     namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: object
@@ -94,6 +124,7 @@ async def run_session(
     """The session's loop, for as long as the resource exists (resumed on restarts)."""
     session_pods: kopf.Index[tuple[str, str], PodView] = kwargs["session_pods"]
     host_ports: kopf.Index[tuple[str, str], tuple[int, ...]] = kwargs["session_host_ports"]
+    policies: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["session_network_policies"]
 
     def pod_of(session: Session) -> PodView | None:
         for pod in session_pods.get((session.namespace, session.name), []):
@@ -112,7 +143,13 @@ async def run_session(
             for port in ports
         }
 
-    await supervisor_of(memo).run(body, pod_of, logger, ports_in_use)
+    def policy_of(session: Session) -> dict[str, Any] | None:
+        """The live NetworkPolicy of the session's pod, as indexed (None: none is known)."""
+        for policy in policies.get((session.namespace, session.name), []):
+            return policy
+        return None
+
+    await supervisor_of(memo).run(body, pod_of, logger, ports_in_use, policy_of)
 
 
 @kopf.on.delete(*CR, timeout=CLEANUP_TIMEOUT_SECONDS, backoff=POD_GONE_POLL_SECONDS)

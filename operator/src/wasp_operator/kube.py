@@ -1,7 +1,8 @@
 """The few Kubernetes API calls the operator makes itself, beside kopf's own.
 
 Owns the Kubernetes client: loading its configuration (in-cluster, else the
-kubeconfig), and turning the client's exceptions into the operator's errors.
+kubeconfig), its calls (as JSON, see ``Kube``), and turning the API server's
+refusals into the operator's errors.
 Every call is synchronous (the client is); async callers run them in a
 thread. It decides nothing: the bodies come from ``pods.py``.
 """
@@ -9,6 +10,7 @@ thread. It decides nothing: the bodies come from ``pods.py``.
 from __future__ import annotations
 
 import base64
+import json
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any
@@ -17,6 +19,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from wasp import contract
+from wasp_operator import network_policy
 from wasp_operator.errors import KubernetesUnavailableError, SecretMissingError
 from wasp_operator.pods import build_auth_secret, new_auth_key
 from wasp_operator.sessions import SecretRef, Session
@@ -25,6 +28,7 @@ from wasp_operator.sessions import SecretRef, Session
 # connection pool. The defaults (6 threads and 10 connections on 2 cores) queue a
 # thousand sessions' cycles behind six calls at a time (bench/sessions_scale.py).
 API_CONCURRENCY = 32
+MERGE_PATCH = "application/merge-patch+json"
 
 
 def api_executor() -> ThreadPoolExecutor:
@@ -46,24 +50,51 @@ def _failed(error: ApiException, verb: str, kind: str, name: str) -> KubernetesU
 
 
 class Kube:
-    """The operator's own calls: pods, Secrets (auth key, Redis credentials) and the status."""
+    """The operator's own calls: pods, Secrets (auth key, Redis credentials) and the status.
+
+    Bodies go out and come back as plain JSON: the client's typed methods
+    would validate each outgoing dict into its model and each answer into
+    another (a pod costs about 4 ms of CPU that way, 2 ms as JSON: measured
+    against the harness's API server), for objects wasp builds as dicts
+    (``pods.py``, ``network_policy.py``) and mostly does not read back. The
+    client still does what it is for: the configuration, authentication,
+    TLS and the connection pool.
+    """
 
     def __init__(self) -> None:
         """Use the configuration loaded by ``load_configuration``."""
         configuration = kubernetes.client.Configuration.get_default_copy()
         configuration.connection_pool_maxsize = API_CONCURRENCY
-        client = kubernetes.client.ApiClient(configuration)
-        self.core = kubernetes.client.CoreV1Api(client)
-        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.api_client = kubernetes.client.ApiClient(configuration)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,  # noqa: ANN401 - any JSON
+        *,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One request; its JSON answer. Raises ``ApiException`` (with the status) unless 2xx."""
+        request = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(*request)
+        data = response.read()  # type: ignore[no-untyped-call]
+        if not HTTPStatus.OK <= response.status < HTTPStatus.MULTIPLE_CHOICES:
+            raise ApiException(status=response.status, reason=response.reason)
+        answer: dict[str, Any] = json.loads(data) if data else {}
+        return answer
 
     def create_pod(self, body: dict[str, Any]) -> bool:
-        """Create a pod; False if one of that name exists already.
-
-        Bodies are plain dicts (``pods.py``): the client serializes them as they are.
-        """
+        """Create a pod; False if one of that name exists already."""
         meta = body["metadata"]
         try:
-            self.core.create_namespaced_pod(meta["namespace"], body)  # type: ignore[arg-type]
+            self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/pods", body)
         except ApiException as error:
             if error.status == HTTPStatus.CONFLICT:
                 return False
@@ -72,12 +103,11 @@ class Kube:
 
     def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Delete a pod gracefully (its own grace period), only the one with ``uid`` if given."""
-        options = kubernetes.client.V1DeleteOptions(
-            propagation_policy="Background",
-            preconditions=kubernetes.client.V1Preconditions(uid=uid) if uid else None,
-        )
+        options: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         try:
-            self.core.delete_namespaced_pod(name, namespace, body=options)
+            self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", options)
         except ApiException as error:
             if error.status in {HTTPStatus.NOT_FOUND, HTTPStatus.CONFLICT}:
                 return  # gone already, or replaced by another pod of that name
@@ -86,7 +116,7 @@ class Kube:
     def pod_exists(self, namespace: str, name: str) -> bool:
         """Whether a pod object of that name exists (terminating ones included)."""
         try:
-            self.core.read_namespaced_pod(name, namespace)
+            self._call("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
         except ApiException as error:
             if error.status == HTTPStatus.NOT_FOUND:
                 return False
@@ -94,40 +124,36 @@ class Kube:
         return True
 
     def ensure_auth_secret(self, session: Session) -> bool:
-        """Create the session's auth-key Secret unless it exists; True if created."""
-        try:
-            self.core.read_namespaced_secret(session.auth_secret_name, session.namespace)
-        except ApiException as error:
-            if error.status != HTTPStatus.NOT_FOUND:
-                raise _failed(error, "read", "secret", session.auth_secret_name) from error
-        else:
-            return False
-        try:
-            self.core.create_namespaced_secret(
-                session.namespace,
-                build_auth_secret(session, new_auth_key()),  # type: ignore[arg-type]
-            )
-        except ApiException as error:
-            if error.status == HTTPStatus.CONFLICT:
-                return False
-            raise _failed(error, "create", "secret", session.auth_secret_name) from error
-        return True
+        """Create the session's auth-key Secret unless it exists; True if created.
 
-    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        """A Secret's decoded data, or None if it does not exist."""
+        One call either way: a create, refused (a conflict) when it exists.
+        An existing Secret is never replaced: its key encrypts the auth state.
+        """
+        body = build_auth_secret(session, new_auth_key())
+        return self.create_secret(body)
+
+    def _read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret as JSON, or None if it does not exist."""
         try:
-            secret = self.core.read_namespaced_secret(name, namespace)
+            return self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
         except ApiException as error:
             if error.status == HTTPStatus.NOT_FOUND:
                 return None
             raise _failed(error, "read", "secret", name) from error
-        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's decoded data, or None if it does not exist."""
+        secret = self._read_secret(namespace, name)
+        if secret is None:
+            return None
+        data: dict[str, str] = secret.get("data") or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
     def create_secret(self, body: dict[str, Any]) -> bool:
         """Create a Secret; False if one of that name exists already."""
         meta = body["metadata"]
         try:
-            self.core.create_namespaced_secret(meta["namespace"], body)  # type: ignore[arg-type]
+            self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/secrets", body)
         except ApiException as error:
             if error.status == HTTPStatus.CONFLICT:
                 return False
@@ -137,20 +163,22 @@ class Kube:
     def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
         """Merge new values into a Secret's data (``stringData``: the API server encodes them)."""
         try:
-            self.core.patch_namespaced_secret(name, namespace, {"stringData": string_data})
+            self._call(
+                "PATCH",
+                f"/api/v1/namespaces/{namespace}/secrets/{name}",
+                {"stringData": string_data},
+                content_type=MERGE_PATCH,
+            )
         except ApiException as error:
             raise _failed(error, "patch", "secret", name) from error
 
     def secret_value(self, namespace: str, ref: SecretRef) -> str:
         """The decoded value of a key in a Secret."""
-        try:
-            secret = self.core.read_namespaced_secret(ref.name, namespace)
-        except ApiException as error:
-            if error.status == HTTPStatus.NOT_FOUND:
-                msg = f"Secret {namespace}/{ref.name} does not exist"
-                raise SecretMissingError(msg) from error
-            raise _failed(error, "read", "secret", ref.name) from error
-        data = secret.data or {}
+        secret = self._read_secret(namespace, ref.name)
+        if secret is None:
+            msg = f"Secret {namespace}/{ref.name} does not exist"
+            raise SecretMissingError(msg)
+        data = secret.get("data") or {}
         if ref.key not in data:
             msg = f"Secret {namespace}/{ref.name} has no key {ref.key!r}"
             raise SecretMissingError(msg)
@@ -158,60 +186,64 @@ class Kube:
 
     def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """Merge-patch the status subresource of a WhatsAppSession."""
+        path = (
+            f"/apis/{contract.GROUP}/{contract.VERSION}/namespaces/{namespace}"
+            f"/{contract.PLURAL}/{name}/status"
+        )
         try:
-            self.custom.patch_namespaced_custom_object_status(
-                contract.GROUP,
-                contract.VERSION,
-                namespace,
-                contract.PLURAL,
-                name,
-                {"status": patch},
-            )
+            self._call("PATCH", path, {"status": patch}, content_type=MERGE_PATCH)
         except ApiException as error:
             if error.status == HTTPStatus.NOT_FOUND:
                 return  # deleted meanwhile: nothing to report on
             raise _failed(error, "patch", "status of", name) from error
 
-    def apply_network_policy(self, body: dict[str, Any]) -> bool:
+    def apply_network_policy(self, body: dict[str, Any], *, absent: bool = False) -> bool:
         """Create a NetworkPolicy, or replace one whose spec, labels or owner differ.
 
         True when it wrote; False when the live one already matches (a resync
         writes nothing) or another writer got there first (the next call looks
-        again). Bodies come from ``network_policy.py``.
+        again). ``absent``: none is known to exist (create first, read only on
+        a conflict). Bodies come from ``network_policy.py``.
         """
         meta = body["metadata"]
         name, namespace = meta["name"], meta["namespace"]
-        networking = kubernetes.client.NetworkingV1Api(self.core.api_client)
+        policies = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
         try:
-            live = networking.read_namespaced_network_policy(name, namespace)
-        except ApiException as error:
-            if error.status != HTTPStatus.NOT_FOUND:
-                raise _failed(error, "read", "networkpolicy", name) from error
-            live = None
-        try:
-            if live is None:
-                networking.create_namespaced_network_policy(namespace, body)  # type: ignore[arg-type]
+            if absent and self._create_unless_exists(policies, body):
                 return True
-            seen = networking.api_client.sanitize_for_serialization(live)
-            wanted = ("labels", "ownerReferences")
-            if seen.get("spec") == body["spec"] and all(
-                seen["metadata"].get(key) == meta.get(key) for key in wanted
-            ):
+            try:
+                live = self._call("GET", f"{policies}/{name}")
+            except ApiException as error:
+                if error.status != HTTPStatus.NOT_FOUND:
+                    raise
+                self._call("POST", policies, body)
+                return True
+            if network_policy.matches(live, body):
                 return False
             replacement = {
                 **body,
-                "metadata": {**meta, "resourceVersion": seen["metadata"].get("resourceVersion")},
+                "metadata": {**meta, "resourceVersion": live["metadata"].get("resourceVersion")},
             }
             try:
-                networking.replace_namespaced_network_policy(name, namespace, replacement)  # type: ignore[arg-type]
+                self._call("PUT", f"{policies}/{name}", replacement)
             except ApiException as error:
                 if error.status != HTTPStatus.NOT_FOUND:
                     raise
                 # Gone meanwhile (the garbage collector removes it when its
                 # previous owner went): make it anew.
-                networking.create_namespaced_network_policy(namespace, body)  # type: ignore[arg-type]
+                self._call("POST", policies, body)
         except ApiException as error:
             if error.status == HTTPStatus.CONFLICT:
                 return False
             raise _failed(error, "write", "networkpolicy", name) from error
+        return True
+
+    def _create_unless_exists(self, collection: str, body: dict[str, Any]) -> bool:
+        """Create it; False if one of that name exists already (the caller looks at it)."""
+        try:
+            self._call("POST", collection, body)
+        except ApiException as error:
+            if error.status == HTTPStatus.CONFLICT:
+                return False
+            raise
         return True

@@ -24,11 +24,14 @@ Owns what may reach a session pod and what it may reach, and nothing else:
 
 The policy selects exactly one session's pod by its labels and is owned by
 the WhatsAppSession (garbage collection removes it with the resource). It
-never talks to the API server: ``kube.py`` applies it.
+never talks to the API server: ``kube.py`` applies it, and the operator
+watches the live ones (``handlers.py``'s index): ``matches`` tells whether
+one is as built, so a resync writes (and reads) nothing while it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -173,3 +176,24 @@ def build_network_policy(
         },
         "spec": spec,
     }
+
+
+# What ``matches`` compares: the spec, and these of the metadata.
+COMPARED_METADATA: Final = ("labels", "ownerReferences")
+
+
+def live_view(live: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a live NetworkPolicy (as JSON) that ``matches`` compares, nothing else."""
+    meta: Mapping[str, Any] = live.get("metadata") or {}
+    return {
+        "spec": live.get("spec"),
+        "metadata": {key: meta.get(key) for key in COMPARED_METADATA},
+    }
+
+
+def matches(live: Mapping[str, Any], built: Mapping[str, Any]) -> bool:
+    """Whether a live NetworkPolicy (or its ``live_view``) is the one ``built`` describes."""
+    live_meta: Mapping[str, Any] = live.get("metadata") or {}
+    return live.get("spec") == built["spec"] and all(
+        live_meta.get(key) == built["metadata"].get(key) for key in COMPARED_METADATA
+    )

@@ -32,6 +32,7 @@ import kubernetes
 from wasp import contract
 from wasp_operator import handlers, metrics, peering
 from wasp_operator.config import OperatorConfig
+from wasp_operator.diffbase import NoDiffBase
 from wasp_operator.kube import Kube, api_executor, load_configuration
 from wasp_operator.relay import StatusRelay
 from wasp_operator.supervisor import Supervisor
@@ -98,9 +99,7 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=contract.ANNOTATION_PREFIX
     )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=contract.ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()  # no handler of wasp needs one
     settings.posting.reporting_component = contract.OPERATOR_NAME
     settings.posting.level = logging.WARNING  # Events for phases and problems, not every handler
     settings.peering.name = contract.PEERING_NAME

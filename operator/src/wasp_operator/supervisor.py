@@ -49,7 +49,7 @@ from wasp_operator.kube import Kube
 from wasp_operator.redis_users import RedisUsers, admin_secret_of, checked_admin_url
 from wasp_operator.relay import Reading, StatusRelay, not_from_lease_holder
 from wasp_operator.sessions import SecretRef, Session, session_from_body
-from wasp_operator.tenancy import Standing, Tenancy
+from wasp_operator.tenancy import Standing, Tenancy, api_credentials_of
 
 SessionKey = tuple[str, str]  # (namespace, name)
 LOOP_END_TIMEOUT = 15.0  # a cycle in flight finishes well within this
@@ -61,10 +61,16 @@ REASON_REDIS_SECRET_MISSING = "RedisSecretMissing"  # noqa: S105 - a reason, no 
 REASON_NO_HOST_PORT = "NoHostPort"  # an Event: every session host port of the range is held
 # The host ports other session pods hold (those on the node's network), for a session.
 PortsInUse = Callable[[Session], Collection[int]]
+# The live NetworkPolicy of a session's pod as the watch saw it (``network_policy.live_view``).
+PolicyOf = Callable[[Session], Mapping[str, Any] | None]
 
 
 def _no_ports(_: Session) -> Collection[int]:
     return ()
+
+
+def _no_policy(_: Session) -> Mapping[str, Any] | None:
+    return None  # unknown: the cycle reads it
 
 
 class Look(enum.IntEnum):
@@ -114,6 +120,8 @@ class Supervisor:
     _urls: dict[SessionKey, str] = field(default_factory=dict)
     _loops: dict[SessionKey, asyncio.Event] = field(default_factory=dict)  # set: loop ended
     _names: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name", for messages
+    # The NetworkPolicy each loop last applied or found as built: the echo of a write wakes nobody.
+    _policies: dict[SessionKey, Mapping[str, Any]] = field(default_factory=dict)
     _unlinks_tried: set[str] = field(default_factory=set)  # uids whose deletion tried (unlink.py)
 
     def __post_init__(self) -> None:
@@ -151,6 +159,21 @@ class Supervisor:
             return
         self.wake(namespace, name, Look.STATUS)
 
+    def policy_changed(
+        self, namespace: str | None, name: str | None, live: Mapping[str, Any] | None
+    ) -> None:
+        """A session's NetworkPolicy changed (``live``) or went (None): apply it again.
+
+        Unless it is as the loop last applied it (the echo of its own write):
+        someone else's edit or deletion is undone at the next full cycle, now.
+        """
+        key = (namespace or "", name or "")
+        applied = self._policies.get(key)
+        if live is not None and applied is not None and network_policy.matches(live, applied):
+            return
+        self._policies.pop(key, None)
+        self.wake(namespace, name, Look.FULL)
+
     # -- the loop ----------------------------------------------------------------
     async def run(
         self,
@@ -158,6 +181,7 @@ class Supervisor:
         pod_of: Callable[[Session], status.PodView | None],
         logger: Logger,
         ports_in_use: PortsInUse = _no_ports,
+        policy_of: PolicyOf = _no_policy,
     ) -> None:
         """Run one session until kopf stops it; ``body`` is kopf's live view."""
         first = session_from_body(body)
@@ -184,7 +208,13 @@ class Supervisor:
                         interval = resync_interval(self.config.resync_seconds)
                         seen.generation = None  # until this cycle runs through
                         await self.cycle(
-                            session, body, pod_of(session), seen, logger, ports_in_use=ports_in_use
+                            session,
+                            body,
+                            pod_of(session),
+                            seen,
+                            logger,
+                            ports_in_use=ports_in_use,
+                            policy=policy_of(session),
                         )
                         seen.generation = session.generation
                     elif look is Look.POD:
@@ -217,6 +247,7 @@ class Supervisor:
             self._wakes.pop(key, None)
             self._asked.pop(key, None)
             self._shown.pop(key, None)
+            self._policies.pop(key, None)
             self._names.pop(first.uid, None)
             metrics.phase_moved(seen.phase, None)
             ended.set()
@@ -230,23 +261,36 @@ class Supervisor:
         logger: Logger,
         *,
         ports_in_use: PortsInUse = _no_ports,
+        policy: Mapping[str, Any] | None = None,
         stand: bool = True,
     ) -> None:
         """One pass: stand on Redis, step the pod, write the status.
 
-        ``stand=False`` (a pod event between full cycles): the standing, the
-        refusal and the NetworkPolicy of the last full cycle hold; only the
-        pod is stepped and the status written.
+        ``policy``: the live NetworkPolicy as the watch saw it (None: none
+        seen; it is created, or read if it exists). ``stand=False`` (a pod
+        event between full cycles): the standing, the refusal and the
+        NetworkPolicy of the last full cycle hold; only the pod is stepped
+        and the status written.
         """
         if stand:
             seen.redis_problem = None
             refusal = _image_refusal(session, self.config)  # Failed, no pod, nothing on Redis
-            standing = (
-                None if refusal is not None else await self._stand(session, body, seen, logger)
-            )
-            if standing is not None and standing.owner != session.uid:
-                owner = self._names.get(standing.owner, f"uid {standing.owner}")
-                refusal = status.tenant_conflict(session.tenant, owner)
+            owner = None if refusal is not None else await self._claim(session, seen)
+            standing = None if owner is None else Standing(owner)
+            if owner is not None and owner != session.uid:
+                named = self._names.get(owner, f"uid {owner}")
+                refusal = status.tenant_conflict(session.tenant, named)
+            elif owner is not None:
+                if pod is not None and seen.phase is None:
+                    await self._write_first_status(session, body, pod, seen, logger)
+                standing = await self._keep(
+                    session,
+                    body,
+                    seen,
+                    logger,
+                    recheck=pod is None and not session.suspend,
+                    absent=not body.get("status"),
+                )
             seen.refusal, seen.standing = refusal, standing
         else:
             refusal, standing = seen.refusal, seen.standing
@@ -258,10 +302,21 @@ class Supervisor:
         runnable = standing is not None and standing.owner == session.uid  # users exist
         if stand and runnable and seen.url is not None:
             # Level-based, and always before the pod exists: what may reach it, what it may reach.
-            policy = network_policy.build_network_policy(
+            built = network_policy.build_network_policy(
                 session, self.config, network_policy.redis_port_of(seen.url)
             )
-            await asyncio.to_thread(self.kube.apply_network_policy, policy)
+            key = (session.namespace, session.name)
+            if policy is None or not network_policy.matches(policy, built):
+                self._policies.pop(key, None)
+                await asyncio.to_thread(
+                    self.kube.apply_network_policy, built, absent=policy is None
+                )
+            self._policies[key] = built
+        if decision.step is reconcile.Step.CREATE and runnable and not stand:
+            # A pod event: the Secrets the new pod mounts are read again first (a
+            # full cycle without a pod has just done so), in case they went.
+            standing = await self._keep(session, body, seen, logger, recheck=True, absent=False)
+            runnable = standing is not None
         if decision.step is reconcile.Step.CREATE and runnable:
             await self._create_pod(session, body, decision, ports_in_use)
         elif decision.step is reconcile.Step.DELETE and pod is not None:
@@ -328,10 +383,8 @@ class Supervisor:
             seen.redis_problem = (error.reason, str(error))
         return seen.url
 
-    async def _stand(
-        self, session: Session, body: Mapping[str, Any], seen: _Seen, logger: Logger
-    ) -> Standing | None:
-        """Follow the tenant and claim it; as its owner, keep its Secrets and users."""
+    async def _claim(self, session: Session, seen: _Seen) -> str | None:
+        """Follow the tenant and claim it: the owner's uid (None: Redis cannot be reached)."""
         key = (session.namespace, session.name)
         url = await self._admin_url(session, seen)
         if url is None:
@@ -349,7 +402,26 @@ class Supervisor:
             resync=lambda: self.wake(*key),
         )
         try:
-            standing = await self.tenancy.establish(session, url)
+            return await self.tenancy.claim(session, url)
+        except RedisUnavailableError as error:
+            seen.redis_problem = (error.reason, str(error))
+            return None
+
+    async def _keep(  # noqa: PLR0913 - every input is a separate fact
+        self,
+        session: Session,
+        body: Mapping[str, Any],
+        seen: _Seen,
+        logger: Logger,
+        *,
+        recheck: bool,
+        absent: bool,
+    ) -> Standing | None:
+        """As the tenant's owner, keep its Secrets and users (None: Redis cannot be reached)."""
+        if seen.url is None:
+            return None
+        try:
+            standing = await self.tenancy.keep(session, seen.url, recheck=recheck, absent=absent)
         except RedisUnavailableError as error:
             seen.redis_problem = (error.reason, str(error))
             return None
@@ -362,6 +434,27 @@ class Supervisor:
                     body, "Normal", "RedisUserMade", f"Made Redis user {username} ({why})."
                 )
         return standing
+
+    async def _write_first_status(
+        self,
+        session: Session,
+        body: Mapping[str, Any],
+        pod: status.PodView,
+        seen: _Seen,
+        logger: Logger,
+    ) -> None:
+        """A loop's first look at a running pod (a restart, a new leader): its status first.
+
+        What the pod reports is what users wait for; the Secrets and users
+        (API reads after a restart: nothing is remembered yet) are kept right
+        after, and the cycle writes the status again only if that changed it.
+        The API credential the status shows stays while it names this
+        tenant's (the users were made by the operator before).
+        """
+        shown = (body.get("status") or {}).get("apiCredentials")
+        expected = api_credentials_of(session)
+        seen.api_credentials = expected if shown == expected else None
+        await self._write_status(session, body, pod, seen, refusal=None, logger=logger)
 
     def _take(self, reading: Reading, seen: _Seen, logger: Logger) -> None:
         """Keep the status hash as the report if the lease holder wrote it; else ignore it."""

@@ -10,7 +10,9 @@ simulator transport (the harness under ``tests/``), then measures:
    session's worker into the simulator's outbox, jobs/s (first to last outbox
    timestamp), and the ratio to bare RQ;
 3. latency: OTPs enqueued at a fixed rate, p50/p99 from the job's creation
-   to WhatsApp's acknowledgement (the message's ``sent_at``);
+   to WhatsApp's acknowledgement (the message's ``sent_at``), once the
+   simulator has played the receipts of the throughput run's burst (a
+   steady stream, not its backlog);
 
 4. Redis commands per OTP the session sends (``MONITOR``, on its own
    server after the rest: a script is one command, its inner calls uncounted);
@@ -122,6 +124,22 @@ def otp_throughput(connection: redis.Redis, jobs: int) -> float:
     sent = wait_outbox(connection, jobs, timeout=600)
     times = sorted(float(str(m["at"])) for m in sent)
     return (len(times) - 1) / (times[-1] - times[0])
+
+
+def receipts_played(admin: redis.Redis, timeout: float = 120.0) -> None:
+    """Until the simulator has played every pending receipt (delivered, read) of the burst before.
+
+    The throughput run's last sends get their receipts up to two receipt
+    delays later: a latency run started at once would measure that backlog
+    too, not a steady stream at its rate.
+    """
+    deadline = time.monotonic() + timeout
+    while admin.zcard(contract.simulator_receipts_key(TENANT)):
+        if time.monotonic() > deadline:
+            msg = f"receipts still pending after {timeout} s"
+            raise TimeoutError(msg)
+        time.sleep(0.2)
+    time.sleep(1.0)  # the last ones' state writes
 
 
 def latency(connection: redis.Redis, rate: float, seconds: float) -> tuple[float, float, int]:
@@ -236,6 +254,9 @@ def measure(directory: Path, args: argparse.Namespace, *, acls: bool) -> Figures
         with connected_session(session_url, directory):
             api = redis.Redis.from_url(api_url)
             throughput = otp_throughput(api, args.jobs)
+            admin = redis.Redis.from_url(server.url)
+            receipts_played(admin)
+            admin.close()
             p50, p99, count = latency(api, args.rate, args.seconds)
             api.close()
     finally:

@@ -15,6 +15,7 @@ from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
 from harness.node import Node
 from harness.operator_process import OperatorProcess
+from harness.processes import wait_for_background_stops
 from harness.redis_server import RedisServer
 from harness.session_process import FAST_TIMINGS, SessionProcess, session_env
 
@@ -49,6 +50,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     try:
         yield plane
     finally:
+        wait_for_background_stops()  # operators still exiting talk to it until they are gone
         plane.stop()
 
 
@@ -160,7 +162,9 @@ def start_operator(
     """Start ``wasp-operator`` processes watching the test's namespace (standalone).
 
     Keyword arguments go to ``OperatorProcess`` (``environment``,
-    ``resync_seconds``, ...); every operator started is stopped after the test.
+    ``resync_seconds``, ...); every operator started is sent SIGTERM after the
+    test; their graceful exits (seconds each) overlap the next tests, and the
+    session's end waits for them (``harness.processes``).
     """
     started: list[OperatorProcess] = []
 
@@ -175,8 +179,8 @@ def start_operator(
     try:
         yield start
     finally:
-        for operator in started:
-            operator.stop()
+        for operator in started:  # all signalled at once; none is waited for here
+            operator.stop_in_background()
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def skewed_operator(  # noqa: PLR0913, PLR0917 - pytest fixtures, each distinct
     try:
         yield operator
     finally:
-        operator.stop()
+        operator.stop_in_background()
 
 
 @pytest.fixture

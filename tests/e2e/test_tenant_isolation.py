@@ -70,7 +70,7 @@ def wasp_operator(
     try:
         yield operator
     finally:
-        operator.stop()
+        operator.stop_in_background()
 
 
 def secret_url(plane: ControlPlane, namespace: str, name: str) -> str:

@@ -26,6 +26,7 @@ from harness.controlplane import ControlPlane
 from harness.processes import ManagedProcess, free_port, wait_until
 
 START_TIMEOUT = 60.0
+STOP_GRACE = 20.0  # SIGTERM, then SIGKILL after this long
 T = TypeVar("T")
 TIMEOUT = 60.0
 
@@ -105,7 +106,16 @@ class OperatorProcess:
 
     def stop(self) -> None:
         """SIGTERM, as Kubernetes stops it; SIGKILL if it lingers."""
-        self.process.stop(grace=20.0)
+        self.process.stop(grace=STOP_GRACE)
+
+    def stop_in_background(self) -> None:
+        """As ``stop``, returning at once: for a teardown, which need not see it exit.
+
+        The SIGTERM goes now, so the operator stops watching at once; its
+        graceful exit (seconds) overlaps what comes next, and the test session
+        waits for it (``harness.processes.wait_for_background_stops``).
+        """
+        self.process.stop_in_background(grace=STOP_GRACE)
 
     def kill(self) -> None:
         """SIGKILL, as a crashed node or the OOM killer ends it: no word to its peers."""

@@ -5,6 +5,12 @@ process group, is told by the kernel to die with its parent
 (``PR_SET_PDEATHSIG``, so even a SIGKILLed pytest leaves nothing behind), and
 is recorded in ``$WASP_TEST_PIDFILE`` when set, so ``harness.leftovers`` can
 prove after the run that none is alive.
+
+A test's teardown need not wait for a server that takes seconds to exit
+(the operator's graceful stop): ``stop_in_background`` sends the same
+SIGTERM at once and leaves the waiting (and the SIGKILL after the grace) to
+a thread; ``wait_for_background_stops`` joins them all, at the latest when
+the test session ends.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import IO
 
 PR_SET_PDEATHSIG = 1
 PIDFILE_VARIABLE = "WASP_TEST_PIDFILE"
+_background_stops: list[threading.Thread] = []
 
 
 def _die_with_parent() -> None:
@@ -84,15 +92,41 @@ class ManagedProcess:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM its process group, then SIGKILL after ``grace`` seconds."""
         if self.alive():
-            try:
+            with suppress(ProcessLookupError):  # it exited meanwhile
                 os.killpg(self.popen.pid, signal.SIGTERM)
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-            except ProcessLookupError:
-                self.popen.wait()
+            self._reap(grace)
         self._log.close()
+
+    def stop_in_background(self, grace: float = 10.0) -> None:
+        """As ``stop``, but only the SIGTERM now: a thread waits; ``wait_for_background_stops``."""
+        if not self.alive():
+            self._log.close()
+            return
+        with suppress(ProcessLookupError):  # it exited meanwhile
+            os.killpg(self.popen.pid, signal.SIGTERM)
+
+        def finish() -> None:
+            self._reap(grace)
+            self._log.close()
+
+        thread = threading.Thread(target=finish, name=f"stop {self.name}", daemon=True)
+        thread.start()
+        _background_stops.append(thread)
+
+    def _reap(self, grace: float) -> None:
+        """Wait ``grace`` seconds for the signalled group's leader, then SIGKILL the group."""
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):  # it exited meanwhile
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+
+def wait_for_background_stops() -> None:
+    """Return once every process given to ``stop_in_background`` has exited."""
+    while _background_stops:
+        _background_stops.pop().join()
 
 
 def wait_until(condition: object, what: str, process: ManagedProcess, timeout: float) -> None:

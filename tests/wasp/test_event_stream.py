@@ -156,13 +156,18 @@ def test_without_auto_ack_only_what_the_caller_acknowledges_is_done(
     assert [event.id for event in again] == [events[1].id]
 
 
-def test_pending_entries_trimmed_away_are_acknowledged_and_said_once_not_returned_forever(
-    stream: EventStream, redis_client: redis.Redis, store: MessageStore
-) -> None:
+def three_delivered_never_acknowledged(stream: EventStream, store: MessageStore) -> None:
+    """Entries m0..m2, read by consumer ``api-1`` of group ``api`` and never acknowledged."""
     stream.ensure_group("api")
     for n in range(3):
         store.transition(f"m{n}", "queued")
-    assert len(stream.read("api", "api-1")) == 3  # delivered, never acknowledged
+    assert len(stream.read("api", "api-1")) == 3
+
+
+def test_pending_entries_trimmed_away_are_acknowledged_and_said_once_not_returned_forever(
+    stream: EventStream, redis_client: redis.Redis, store: MessageStore
+) -> None:
+    three_delivered_never_acknowledged(stream, store)
     redis_client.xtrim(
         KEY, maxlen=1, approximate=False
     )  # what MAXLEN does to a stream that grew too long
@@ -182,10 +187,7 @@ def test_pending_entries_trimmed_away_are_acknowledged_and_said_once_not_returne
 def test_pending_and_unread_entries_trimmed_together_are_one_loss_with_both_counted(
     stream: EventStream, redis_client: redis.Redis, store: MessageStore
 ) -> None:
-    stream.ensure_group("api")
-    for n in range(3):
-        store.transition(f"m{n}", "queued")
-    assert len(stream.read("api", "api-1")) == 3  # delivered, never acknowledged
+    three_delivered_never_acknowledged(stream, store)
     for n in range(3, 13):
         store.transition(f"m{n}", "queued")
     redis_client.xtrim(KEY, maxlen=4, approximate=False)

@@ -79,8 +79,8 @@ def replicas(
         start("second")
         yield started
     finally:
-        for operator in started:
-            operator.stop()
+        for operator in started:  # both signalled at once; the session's end waits for them
+            operator.stop_in_background()
 
 
 def peers(plane: ControlPlane, namespace: str) -> dict[str, dict[str, Any]]:
@@ -264,4 +264,4 @@ def test_a_replica_that_shares_its_priority_with_another_draws_a_new_one(
             log=operator.log,
         )
     finally:
-        operator.stop()
+        operator.stop_in_background()

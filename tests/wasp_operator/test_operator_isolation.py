@@ -59,7 +59,7 @@ def fast_operator(
     try:
         yield operator
     finally:
-        operator.stop()
+        operator.stop_in_background()
 
 
 @pytest.fixture

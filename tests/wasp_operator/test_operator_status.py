@@ -176,6 +176,24 @@ def test_deleting_a_session_stops_its_pod_and_forgets_the_tenant(
     assert redis_client.get(contract.auth_key("bystander")) == "another tenant's store"
 
 
+def pairing_shows(
+    control_plane: ControlPlane,
+    namespace: str,
+    redis_client: redis.Redis,
+    operator: OperatorProcess,
+) -> None:
+    """Apply session ``acme``, report it pairing, wait until its status shows that."""
+    apply(control_plane, namespace, session_body("acme"))
+    report(redis_client, "acme", PAIRING)
+    status_when(
+        control_plane,
+        namespace,
+        lambda s: s.get("phase") == "AwaitingPairing",
+        "pairing shows",
+        operator.log,
+    )
+
+
 @pytest.mark.usefixtures("idle_kubelet", "wasp_crd", "redis_secret")
 def test_a_status_changed_by_someone_else_is_written_back_at_once(
     control_plane: ControlPlane, namespace: str, redis_client: redis.Redis, tmp_path: Path
@@ -188,15 +206,7 @@ def test_a_status_changed_by_someone_else_is_written_back_at_once(
         control_plane.kubeconfig, tmp_path / "operator", namespace=namespace, resync_seconds=600
     )
     try:
-        apply(control_plane, namespace, session_body("acme"))
-        report(redis_client, "acme", PAIRING)
-        status_when(
-            control_plane,
-            namespace,
-            lambda s: s.get("phase") == "AwaitingPairing",
-            "pairing shows",
-            operator.log,
-        )
+        pairing_shows(control_plane, namespace, redis_client, operator)
         forged = {"status": {"phase": "Connected", "account": {"jid": "1@s.whatsapp.net"}}}
         control_plane.kubectl(
             "patch", "was", "acme", "-n", namespace, "--subresource=status",
@@ -221,15 +231,7 @@ def test_the_relay_survives_a_dropped_subscription(
     wasp_operator: OperatorProcess,
     redis_client: redis.Redis,
 ) -> None:
-    apply(control_plane, namespace, session_body("acme"))
-    report(redis_client, "acme", PAIRING)
-    status_when(
-        control_plane,
-        namespace,
-        lambda s: s.get("phase") == "AwaitingPairing",
-        "pairing shows",
-        wasp_operator.log,
-    )
+    pairing_shows(control_plane, namespace, redis_client, wasp_operator)
 
     killed = redis_client.client_kill_filter(_type="pubsub")
     assert killed >= 1

@@ -306,18 +306,26 @@ def simulator(redis_server: RedisServer, tmp_path: Path) -> Iterator[SimulatorTr
     client.close()
 
 
-def test_a_full_reply_queue_drops_the_reply_and_records_that_it_did(
-    redis_client: redis.Redis, stream: EventStream, simulator: SimulatorTransport
-) -> None:
-    replier = AutoReplier(
+def codes_only_replier(
+    redis_client: redis.Redis, simulator: SimulatorTransport, **options: int
+) -> AutoReplier:
+    """The auto-replier of a number that only sends codes, 30 replies a minute, gate closed."""
+    return AutoReplier(
         redis_client,
         TENANT,
         "This number only sends codes.",
         transport=simulator,
-        gate=SendGate(),
+        gate=SendGate(),  # closed: not connected
         rate_per_minute=30,
-        capacity=1,
-    )  # never started: the one reply queued stays there
+        **options,
+    )
+
+
+def test_a_full_reply_queue_drops_the_reply_and_records_that_it_did(
+    redis_client: redis.Redis, stream: EventStream, simulator: SimulatorTransport
+) -> None:
+    # never started: the one reply queued stays there
+    replier = codes_only_replier(redis_client, simulator, capacity=1)
     inbound = Inbound(redis_client, TENANT, replier)
     inbound.received(
         received(sender="4915111111111@s.whatsapp.net", chat="4915111111111@s.whatsapp.net")
@@ -334,14 +342,7 @@ def test_a_full_reply_queue_drops_the_reply_and_records_that_it_did(
 def test_a_reply_that_cannot_go_now_gives_the_claim_back(
     redis_client: redis.Redis, stream: EventStream, simulator: SimulatorTransport
 ) -> None:
-    replier = AutoReplier(
-        redis_client,
-        TENANT,
-        "This number only sends codes.",
-        transport=simulator,
-        gate=SendGate(),  # closed: not connected
-        rate_per_minute=30,
-    )
+    replier = codes_only_replier(redis_client, simulator)  # its gate closed: not connected
     inbound = Inbound(redis_client, TENANT, replier)
     inbound.start()
     try:

@@ -1,30 +1,31 @@
 """The loop each WhatsAppSession runs in the operator: make the world match its spec.
 
-Owns the per-session cycle: wake (the resource or its pod changed, Redis
-reported, or the resync timer fired), read the spec, refuse an image outside
-the allowlist, stand on the tenant's Redis (``tenancy.py``: ownership
-claimed, Secrets and users made; nothing for a resource that does not own
-its tenant), keep the pod's NetworkPolicy, take the one next step for the
-pod (``reconcile.decide``), then write the status (``status.py``) from the
-lease holder's report (``relay.py``) and an Event for each phase change,
-with the auth generation's high-water mark (``auth_mark.py``): a Warning
-Event when it went back (Redis rolled back), once.
+Owns the per-session cycle: wake (the resource, its pod or its
+NetworkPolicy changed, Redis reported, or the resync timer fired), read the
+spec, refuse an image outside the allowlist, claim the tenant on its Redis
+and, as its owner, keep its Secrets and users (``tenancy.py``; nothing for
+a resource that does not own its tenant), keep the pod's NetworkPolicy,
+take the one next step for the pod (``reconcile.decide``), then write the
+status (``status_writer.py``). A loop's first cycle that finds its pod
+running (a restarted operator) writes the status right after the claim.
 Also the cleanup when a resource goes (its device logged out first: ``unlink.py``).
 
 Each wake says how much to look at (``Look``). The full cycle runs when the
-spec (its generation) changed, after a Redis (re)subscription, and at least
-once per resync interval. A pod event steps the pod and writes the status on
-the standing the last full cycle found. A tenant's report only needs the
-status written again (one Redis read, at most one patch): a thousand tenants
-changing phase at once cost a thousand reads, not a thousand Secret reads,
+spec (its generation) changed, after a Redis (re)subscription, when the
+NetworkPolicy was changed by someone else, and at least once per resync
+interval. A pod event steps the pod and writes the status on the standing
+the last full cycle found. A tenant's report only needs the status written
+again (one Redis read, at most one patch): a thousand tenants changing
+phase at once cost a thousand reads, not a thousand Secret reads,
 NetworkPolicy applies and ownership checks. The echo of the operator's own
-status patch (the resource shows what its loop last wrote) wakes nothing.
+status patch (the resource shows what its loop last wrote) wakes nothing,
+nor does the echo of its own NetworkPolicy write.
 
-It holds no Kubernetes objects of its own: the live body, the pod index and
-the host ports other session pods hold come from kopf (``handlers.py``), the
-calls go through ``kube.py``, ``tenancy.py`` and ``relay.py``. Who owns a
-tenant is always read from Redis; what it remembers between cycles
-(``_Seen``) only saves work and logs.
+It holds no Kubernetes objects of its own: the live body, the pod and
+NetworkPolicy indexes and the host ports other session pods hold come from
+kopf (``handlers.py``), the calls go through ``kube.py``, ``tenancy.py`` and
+``relay.py``. Who owns a tenant is always read from Redis; what it
+remembers between cycles (``loop_memory.Seen``) only saves work and logs.
 Errors are the operator's own (``errors.py``); the handlers translate them
 for kopf.
 """
@@ -34,29 +35,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import logging
 import random
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from wasp import contract
-from wasp.timestamps import format_seconds, utc_now
-from wasp_operator import auth_mark, metrics, network_policy, pods, reconcile, status, unlink
+from wasp_operator import metrics, network_policy, pods, reconcile, status, unlink
 from wasp_operator.config import OperatorConfig
 from wasp_operator.errors import OperatorError, RedisUnavailableError, SecretMissingError
 from wasp_operator.kube import Kube
+from wasp_operator.loop_memory import Seen
 from wasp_operator.redis_users import RedisUsers, admin_secret_of, checked_admin_url
-from wasp_operator.relay import Reading, StatusRelay, not_from_lease_holder
+from wasp_operator.relay import StatusRelay
 from wasp_operator.sessions import SecretRef, Session, session_from_body
-from wasp_operator.tenancy import Standing, Tenancy, api_credentials_of
+from wasp_operator.status_writer import EventPoster, Logger, SessionKey, StatusWriter
+from wasp_operator.tenancy import Standing, Tenancy
 
-SessionKey = tuple[str, str]  # (namespace, name)
 LOOP_END_TIMEOUT = 15.0  # a cycle in flight finishes well within this
 ADMIN_SECRET_FRESH_SECONDS = 5.0  # an admin Secret read serves every cycle for this long
 RESYNC_JITTER = 0.75  # a loop's resync interval is drawn from [0.75, 1] x the configured one
-EventPoster = Callable[[Mapping[str, Any], str, str, str], None]  # body, type, reason, message
-Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 REASON_REDIS_SECRET_MISSING = "RedisSecretMissing"  # noqa: S105 - a reason, no password
 REASON_NO_HOST_PORT = "NoHostPort"  # an Event: every session host port of the range is held
 # The host ports other session pods hold (those on the node's network), for a session.
@@ -82,24 +80,6 @@ class Look(enum.IntEnum):
 
 
 @dataclass
-class _Seen:
-    """What one session's loop remembers between cycles (never who owns the tenant)."""
-
-    url: str | None = None
-    tenant: str | None = None
-    report: dict[str, str] | None = None  # the lease holder's last status hash
-    ignored: tuple[str, ...] | None = None  # the last status hash not relayed, logged once
-    redis_problem: tuple[str, str] | None = None  # (reason, message) of this cycle
-    api_credentials: dict[str, str] | None = None
-    phase: str | None = None  # the phase last written: one Event per change, never two
-    generation: int | None = None  # the spec generation of the last full cycle that ran through
-    refusal: status.Refusal | None = None  # what the last full cycle refused, if anything
-    standing: Standing | None = None  # where the last full cycle found the session on Redis
-    auth: auth_mark.AuthMark | None = None  # the mark last written (the body may lag behind)
-    auth_written: bool = False  # whether ``auth`` holds one written by this loop
-
-
-@dataclass
 class Supervisor:
     """Every session loop of this operator, and the wake-ups between them."""
 
@@ -114,9 +94,6 @@ class Supervisor:
     _admin_secrets: dict[tuple[str, str, str], tuple[float, asyncio.Future[str]]] = field(
         default_factory=dict
     )
-    # The status each loop last wrote (or found as it should be), with the spec generation it
-    # was for: the echo of that write wakes nobody (see ``changed``).
-    _shown: dict[SessionKey, tuple[int | None, Mapping[str, Any]]] = field(default_factory=dict)
     _urls: dict[SessionKey, str] = field(default_factory=dict)
     _loops: dict[SessionKey, asyncio.Event] = field(default_factory=dict)  # set: loop ended
     _names: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name", for messages
@@ -125,8 +102,9 @@ class Supervisor:
     _unlinks_tried: set[str] = field(default_factory=set)  # uids whose deletion tried (unlink.py)
 
     def __post_init__(self) -> None:
-        """The tenancy keeper shares this supervisor's clients."""
+        """The tenancy keeper and the status writer share this supervisor's clients."""
         self.tenancy = Tenancy(self.kube, self.relay, self.users)
+        self.status_writer = StatusWriter(self.kube, self.relay, self.post_event)
 
     def wake(self, namespace: str | None, name: str | None, look: Look = Look.FULL) -> None:
         """Ask a session's loop to look again, at least at ``look`` (no-op for unknown sessions).
@@ -148,16 +126,8 @@ class Supervisor:
         relayed changes cost a thousand patches, not also a thousand Redis
         reads and status steps for their echoes.
         """
-        key = (namespace or "", name or "")
-        meta: Mapping[str, Any] = body.get("metadata") or {}
-        shown = self._shown.get(key)
-        if (
-            shown is not None
-            and not meta.get("deletionTimestamp")
-            and shown == (meta.get("generation"), dict(body.get("status") or {}))
-        ):
-            return
-        self.wake(namespace, name, Look.STATUS)
+        if not self.status_writer.is_echo((namespace or "", name or ""), body):
+            self.wake(namespace, name, Look.STATUS)
 
     def policy_changed(
         self, namespace: str | None, name: str | None, live: Mapping[str, Any] | None
@@ -189,7 +159,7 @@ class Supervisor:
         wake = self._wakes.setdefault(key, asyncio.Event())
         ended = self._loops[key] = asyncio.Event()
         self._names[first.uid] = _follower(key)
-        seen = _Seen()
+        seen = Seen()
         loop = asyncio.get_running_loop()
         last_full = -self.config.resync_seconds
         interval = self.config.resync_seconds  # this loop's, jittered after every full cycle
@@ -228,7 +198,7 @@ class Supervisor:
                             stand=False,
                         )
                     else:
-                        await self._write_status(
+                        await self.status_writer.write(
                             session,
                             body,
                             pod_of(session),
@@ -246,7 +216,7 @@ class Supervisor:
                 self.relay.unfollow(seen.url, seen.tenant, _follower(key))
             self._wakes.pop(key, None)
             self._asked.pop(key, None)
-            self._shown.pop(key, None)
+            self.status_writer.forget(key)
             self._policies.pop(key, None)
             self._names.pop(first.uid, None)
             metrics.phase_moved(seen.phase, None)
@@ -257,7 +227,7 @@ class Supervisor:
         session: Session,
         body: Mapping[str, Any],
         pod: status.PodView | None,
-        seen: _Seen,
+        seen: Seen,
         logger: Logger,
         *,
         ports_in_use: PortsInUse = _no_ports,
@@ -282,7 +252,7 @@ class Supervisor:
                 refusal = status.tenant_conflict(session.tenant, named)
             elif owner is not None:
                 if pod is not None and seen.phase is None:
-                    await self._write_first_status(session, body, pod, seen, logger)
+                    await self.status_writer.write_first(session, body, pod, seen, logger)
                 standing = await self._keep(
                     session,
                     body,
@@ -325,7 +295,7 @@ class Supervisor:
             self.post_event(
                 body, "Normal", "PodDeleted", f"Deleting pod {pod.name} ({decision.reason})."
             )
-        await self._write_status(session, body, pod, seen, refusal=refusal, logger=logger)
+        await self.status_writer.write(session, body, pod, seen, refusal=refusal, logger=logger)
 
     async def _create_pod(
         self,
@@ -371,7 +341,7 @@ class Supervisor:
                 del self._admin_secrets[key]
             raise
 
-    async def _admin_url(self, session: Session, seen: _Seen) -> str | None:
+    async def _admin_url(self, session: Session, seen: Seen) -> str | None:
         """The admin Redis URL from its Secret; the last one known if the Secret went."""
         namespace, ref = admin_secret_of(session, self.config)
         try:
@@ -383,7 +353,7 @@ class Supervisor:
             seen.redis_problem = (error.reason, str(error))
         return seen.url
 
-    async def _claim(self, session: Session, seen: _Seen) -> str | None:
+    async def _claim(self, session: Session, seen: Seen) -> str | None:
         """Follow the tenant and claim it: the owner's uid (None: Redis cannot be reached)."""
         key = (session.namespace, session.name)
         url = await self._admin_url(session, seen)
@@ -411,7 +381,7 @@ class Supervisor:
         self,
         session: Session,
         body: Mapping[str, Any],
-        seen: _Seen,
+        seen: Seen,
         logger: Logger,
         *,
         recheck: bool,
@@ -434,122 +404,6 @@ class Supervisor:
                     body, "Normal", "RedisUserMade", f"Made Redis user {username} ({why})."
                 )
         return standing
-
-    async def _write_first_status(
-        self,
-        session: Session,
-        body: Mapping[str, Any],
-        pod: status.PodView,
-        seen: _Seen,
-        logger: Logger,
-    ) -> None:
-        """A loop's first look at a running pod (a restart, a new leader): its status first.
-
-        What the pod reports is what users wait for; the Secrets and users
-        (API reads after a restart: nothing is remembered yet) are kept right
-        after, and the cycle writes the status again only if that changed it.
-        The API credential the status shows stays while it names this
-        tenant's (the users were made by the operator before).
-        """
-        shown = (body.get("status") or {}).get("apiCredentials")
-        expected = api_credentials_of(session)
-        seen.api_credentials = expected if shown == expected else None
-        await self._write_status(session, body, pod, seen, refusal=None, logger=logger)
-
-    def _take(self, reading: Reading, seen: _Seen, logger: Logger) -> None:
-        """Keep the status hash as the report if the lease holder wrote it; else ignore it."""
-        if not reading.status:
-            seen.report, seen.ignored = None, None
-            return
-        why = not_from_lease_holder(reading)
-        if why is None:
-            seen.report, seen.ignored = reading.status, None
-            return
-        fields = reading.status
-        signature = (
-            why,
-            *(fields.get(name, "") for name in _SIGNATURE_FIELDS),
-            reading.lease or "",
-            reading.fence or "",
-        )
-        if signature != seen.ignored:  # once per change, not every cycle
-            seen.ignored = signature
-            metrics.STATUS_REPORTS_IGNORED.inc()
-            logger.warning(f"status_not_relayed: the status hash is ignored: {why}")  # noqa: G004
-
-    async def _write_status(  # noqa: PLR0913 - every input is a separate fact
-        self,
-        session: Session,
-        body: Mapping[str, Any],
-        pod: status.PodView | None,
-        seen: _Seen,
-        *,
-        refusal: status.Refusal | None,
-        logger: Logger,
-    ) -> None:
-        if seen.url and refusal is None:
-            try:
-                reading = await self.relay.read(seen.url, session.tenant)
-            except RedisUnavailableError as error:
-                seen.redis_problem = seen.redis_problem or (error.reason, str(error))
-            else:
-                self._take(reading, seen, logger)
-        now = format_seconds(utc_now())
-        current: Mapping[str, Any] = body.get("status") or {}
-        verdict = auth_mark.judge(
-            seen.report if refusal is None else None,
-            pod.uid if pod is not None else "",
-            seen.auth if seen.auth_written else auth_mark.mark_from_status(current),
-            now,
-        )
-        effective = status.effective_report(
-            seen.report if refusal is None else None,
-            status.Overlay(suspended=session.suspend, pod=pod, refusal=refusal),
-        )
-        if refusal is None and not seen.redis_problem:
-            effective = auth_mark.with_rollback(effective, verdict.mark)
-        if seen.redis_problem and not effective.get(contract.STATUS_LAST_ERROR_REASON):
-            reason, message = seen.redis_problem
-            effective |= {
-                contract.STATUS_LAST_ERROR_REASON: reason,
-                contract.STATUS_LAST_ERROR_MESSAGE: message,
-            }
-        desired = status.desired_status(
-            tenant=session.tenant,
-            generation=session.generation,
-            expose_pairing=session.expose_in_status,
-            pod_name=pod.name if pod is not None else None,
-            effective=effective,
-            previous=current,
-            now=now,
-            api_credentials=seen.api_credentials if refusal is None else None,
-            auth=None if verdict.mark is None else auth_mark.mark_as_status(verdict.mark),
-        )
-        patch = status.status_patch(current, desired)
-        phase = desired["phase"]
-        key = (session.namespace, session.name)
-        if patch is not None:
-            self._shown[key] = (session.generation, desired)  # its echo may come back first
-            try:
-                await asyncio.to_thread(
-                    self.kube.patch_status, session.namespace, session.name, patch
-                )
-            except OperatorError:
-                self._shown.pop(key, None)
-                raise
-            metrics.STATUS_PATCHES.inc()
-            if phase not in {current.get("phase"), seen.phase}:
-                message = _condition_message(desired["conditions"])
-                self.post_event(body, status.event_type(phase), phase, message)
-        seen.auth, seen.auth_written = verdict.mark, True
-        if verdict.found is not None:
-            metrics.REDIS_ROLLBACKS.inc()
-            message = auth_mark.rollback_message(verdict.found)
-            logger.warning(f"redis_rolled_back: {message}")  # noqa: G004
-            self.post_event(body, "Warning", contract.REASON_REDIS_ROLLED_BACK, message)
-        metrics.phase_moved(seen.phase, phase)
-        seen.phase = phase
-        self._shown[key] = (session.generation, desired)
 
     # -- deletion ------------------------------------------------------------------
     async def clean_up(self, session: Session, body: Mapping[str, Any]) -> bool:
@@ -603,15 +457,6 @@ class Supervisor:
             self.post_event(body, *event)
 
 
-# What tells one ignored status hash from the next (the heartbeat alone is no change).
-_SIGNATURE_FIELDS = (
-    contract.STATUS_LEASE_TOKEN,
-    contract.STATUS_POD,
-    contract.STATUS_PHASE,
-    contract.STATUS_UPDATED_AT,
-)
-
-
 def resync_interval(resync_seconds: float) -> float:
     """The time to a loop's next full cycle: 75-100 % of the resync interval, at random.
 
@@ -630,10 +475,3 @@ def _image_refusal(session: Session, config: OperatorConfig) -> status.Refusal |
     """Failed/ImageNotAllowed when ``podTemplate.image`` is not in the operator's allowlist."""
     reason = pods.image_refusal(session, config)
     return None if reason is None else status.Refusal(contract.REASON_IMAGE_NOT_ALLOWED, reason)
-
-
-def _condition_message(conditions: Iterable[Mapping[str, Any]]) -> str:
-    for condition in conditions:
-        if condition.get("type") == contract.CONDITION_READY:
-            return str(condition.get("message", ""))
-    return ""

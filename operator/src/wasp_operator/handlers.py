@@ -19,13 +19,14 @@ translates the operator's errors into ``kopf.TemporaryError`` or
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from wasp import contract
 from wasp_operator import network_policy
 from wasp_operator.errors import OperatorError
+from wasp_operator.event_pacer import EventPacer
 from wasp_operator.pods import host_ports_in
 from wasp_operator.sessions import Session, session_from_body
 from wasp_operator.status import PodView, pod_view
@@ -166,10 +167,18 @@ async def clean_up(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: o
     logger.info(f"session_cleaned_up: tenant {session.tenant}")  # noqa: G004
 
 
-def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-    """Post a Kubernetes Event about a resource (through kopf's poster)."""
-    target = body if isinstance(body, kopf.Body) else kopf.Body(cast("kopf.RawBody", dict(body)))
-    kopf.event(target, type=kind, reason=reason, message=message)
+@kopf.on.cleanup()
+async def close_up(memo: kopf.Memo, **_: object) -> None:
+    """The operator stops: close its Redis subscriptions and its Event pacer now.
+
+    kopf waits for tasks still running at its exit (5 s) before it returns;
+    the relay's subscriptions would be those, so a stop (a rollout, a drain,
+    a failover by SIGTERM) took 5 s longer than it needs.
+    """
+    await supervisor_of(memo).relay.close()
+    events: EventPacer | None = getattr(memo, "events", None)
+    if events is not None:
+        await events.close()
 
 
-__all__ = ["clean_up", "pod_changed", "post_event", "run_session", "session_changed"]
+__all__ = ["clean_up", "close_up", "pod_changed", "run_session", "session_changed"]

@@ -47,6 +47,11 @@ DEVICE_UNLINKS = Counter(
     ["outcome"],
 )
 
+EVENTS_DROPPED = Counter(
+    "wasp_operator_events_dropped_total",
+    "Kubernetes Events not posted: more were waiting than the event pacer keeps.",
+)
+
 
 def phase_moved(before: str | None, after: str | None) -> None:
     """Count a session out of its old phase and into its new one (None: none)."""

@@ -31,9 +31,14 @@ import kopf
 import kubernetes
 
 from wasp import contract
-from wasp_operator import handlers, metrics, peering
+from wasp_operator import (
+    handlers,  # noqa: F401 - importing it registers kopf's handlers
+    metrics,
+    peering,
+)
 from wasp_operator.config import OperatorConfig
 from wasp_operator.diffbase import NoDiffBase
+from wasp_operator.event_pacer import EventPacer
 from wasp_operator.kube import Kube, api_executor, load_configuration
 from wasp_operator.relay import StatusRelay
 from wasp_operator.supervisor import Supervisor
@@ -191,14 +196,17 @@ async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) 
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
     relay = StatusRelay()
-    supervisor = Supervisor(config, Kube(), relay, handlers.post_event)
+    events = EventPacer()
+    supervisor = Supervisor(config, Kube(), relay, events.post)
     settings, identity = operator_settings(config), own_identity()
     guard = None if config.standalone else _join_peering(config, settings, identity)
     trimmer = None if libc is None else asyncio.create_task(trim_malloc(libc), name="malloc trim")
     try:
         await kopf.operator(
             settings=settings,
-            memo=kopf.Memo(supervisor=supervisor, api_probe=ApiProbe(config.namespaces)),
+            memo=kopf.Memo(
+                supervisor=supervisor, events=events, api_probe=ApiProbe(config.namespaces)
+            ),
             stop_flag=stop_flag,
             identity=cast("Any", identity),  # kopf's Identity (a NewType of str) is private
             **kopf_arguments(config),

@@ -273,14 +273,64 @@ class PhaseWatch:
             raise TimeoutError(msg)
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float) -> float:
-    """Poll until ``condition``; the monotonic time it held."""
+class PodWatch:
+    """Records when each session pod object first appears (a watch: no list of them all)."""
+
+    def __init__(self, cluster: Cluster, expected: int) -> None:
+        """Start watching now (before the first apply)."""
+        self.expected = expected
+        self.seen: dict[str, float] = {}
+        self.done = threading.Event()
+        listed = cast(
+            "dict[str, Any]",
+            cluster.core.list_namespaced_pod(
+                NAMESPACE, label_selector=WASP_PODS, _preload_content=False
+            ).json(),
+        )
+        for item in listed["items"]:
+            self.seen[item["metadata"]["name"]] = time.monotonic()
+        self._cluster = cluster
+        self._version = listed["metadata"]["resourceVersion"]
+        self._watch = kubernetes.watch.Watch(return_type="object")  # type: ignore[no-untyped-call]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stream = self._watch.stream(  # type: ignore[no-untyped-call]
+            self._cluster.core.list_namespaced_pod,
+            NAMESPACE,
+            label_selector=WASP_PODS,
+            resource_version=self._version,
+            timeout_seconds=900,
+        )
+        for event in stream:
+            name = event["object"]["metadata"]["name"]
+            if name not in self.seen:
+                self.seen[name] = time.monotonic()
+                if len(self.seen) >= self.expected:
+                    self.done.set()
+                    self._watch.stop()  # type: ignore[no-untyped-call]
+                    return
+
+    def wait(self, timeout: float) -> float:
+        """Until every pod appeared: the time the last one did; fail saying how many did."""
+        if len(self.seen) < self.expected and not self.done.wait(timeout):
+            self._watch.stop()  # type: ignore[no-untyped-call]
+            msg = f"only {len(self.seen)} of {self.expected} pods in {timeout} s"
+            raise TimeoutError(msg)
+        return max(self.seen.values())
+
+
+def wait_for(
+    condition: Callable[[], bool], what: str, timeout: float, interval: float = 0.25
+) -> float:
+    """Poll until ``condition`` (every ``interval`` s); the monotonic time it held."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             msg = f"not within {timeout} s: {what}"
             raise TimeoutError(msg)
-        time.sleep(0.25)
+        time.sleep(interval)
     return time.monotonic()
 
 
@@ -322,10 +372,11 @@ def run(directory: Path, sessions: int, idle_seconds: float) -> None:
     cluster = Cluster(directory)
     try:
         operator = cluster.start_operator("operator-1")
+        pod_watch = PodWatch(cluster, sessions)
         started = time.monotonic()
         in_parallel(cluster.create_session, names)
         applied = time.monotonic()
-        all_pods = wait_for(lambda: len(cluster.pods()) >= sessions, "every pod", 900)
+        all_pods = pod_watch.wait(900)
         print(f"create: {sessions} applied in {applied - started:.1f} s; ", end="")
         print(f"last apply → every pod exists: {all_pods - applied:.1f} s")
         print(f"operator peak RSS after create: {peak_rss_mib(operator.process.pid):.0f} MiB")
@@ -337,7 +388,7 @@ def run(directory: Path, sessions: int, idle_seconds: float) -> None:
         pairing.wait(600)
         # The operator's Events follow its status patches: none left over from the
         # pairing may weigh on the relay measured next.
-        wait_for(lambda: events_posted(cluster, "AwaitingPairing") >= sessions, "Events", 600)
+        wait_for(lambda: events_posted(cluster, "AwaitingPairing") >= sessions, "Events", 900, 2.0)
 
         connected = PhaseWatch(cluster, "Connected", sessions)
         published = cluster.report(names, "Connected")
@@ -347,7 +398,9 @@ def run(directory: Path, sessions: int, idle_seconds: float) -> None:
             f"relay, every tenant changes phase at once: p50 {p50:.2f} s, "
             f"p99 {p99:.2f} s, max {worst:.2f} s"
         )
-        posted = wait_for(lambda: events_posted(cluster, "Connected") >= sessions, "Events", 600)
+        posted = wait_for(
+            lambda: events_posted(cluster, "Connected") >= sessions, "Events", 900, 2.0
+        )
         print(f"relay: every Connected Event posted {posted - published:.1f} s after the publish")
         print(f"operator peak RSS after relay: {peak_rss_mib(operator.process.pid):.0f} MiB")
         base50, base99, base_worst = baseline(cluster, names)

@@ -18,7 +18,7 @@ from wasp_operator.config import OperatorConfig
 from wasp_operator.kube import Kube
 from wasp_operator.network_policy import (
     build_network_policy,
-    live_view,
+    fingerprint,
     matches,
     redis_port_of,
 )
@@ -181,8 +181,9 @@ def test_applying_creates_then_writes_only_what_changed(
             "get", "networkpolicy", contract.session_pod_name("acme"), "-n", namespace, "-o", "json"
         ).stdout
     )
-    assert matches(live_view(live), build_network_policy(acme, OperatorConfig()))
-    assert not matches(live_view(live), changed)
+    assert matches(live, build_network_policy(acme, OperatorConfig()))
+    assert fingerprint(live) == fingerprint(build_network_policy(acme, OperatorConfig()))
+    assert not matches(live, changed)
     assert kube.apply_network_policy(changed) is True
     # A new resource of the same name owns it from now on.
     control_plane.kubectl("delete", contract.PLURAL, "acme", "-n", namespace)

@@ -6,8 +6,8 @@ translates the operator's errors into ``kopf.TemporaryError`` or
 
 - an index of wasp's pods, by (namespace, session name), and one of the host
   ports they hold (session pods on the node's network avoid each other's);
-- an index of wasp's NetworkPolicies (what a cycle compares with the one it
-  would build: no read while they match), and their watch events: one
+- an index of wasp's NetworkPolicies' fingerprints (what a cycle compares
+  with the one it would build: no read while they match), and their watch events: one
   changed or deleted by someone else is applied again at once;
 - a daemon per WhatsAppSession: the session's loop (``supervisor.py``);
 - watch events of sessions and of wasp's pods wake that loop;
@@ -73,12 +73,12 @@ def session_host_ports(
 @kopf.index(*NETWORK_POLICIES, labels=WASP_PODS)
 def session_network_policies(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: object
-) -> dict[tuple[str, str], dict[str, Any]] | None:
-    """Index wasp's NetworkPolicies by (namespace, session name): what ``matches`` compares."""
+) -> dict[tuple[str, str], str] | None:
+    """Index wasp's NetworkPolicies by (namespace, session name): their fingerprints."""
     session = labels.get(contract.LABEL_SESSION)
     if not namespace or not session:
         return None
-    return {(namespace, session): network_policy.live_view(body)}
+    return {(namespace, session): network_policy.fingerprint(body)}
 
 
 @kopf.on.event(*NETWORK_POLICIES, labels=WASP_PODS)
@@ -91,7 +91,7 @@ def network_policy_changed(
     **_: object,
 ) -> None:
     """A session's NetworkPolicy changed or went: its loop applies it again unless it matches."""
-    live = None if type == "DELETED" else network_policy.live_view(body)
+    live = None if type == "DELETED" else network_policy.fingerprint(body)
     supervisor_of(memo).policy_changed(namespace, labels.get(contract.LABEL_SESSION), live)
 
 
@@ -125,7 +125,7 @@ async def run_session(
     """The session's loop, for as long as the resource exists (resumed on restarts)."""
     session_pods: kopf.Index[tuple[str, str], PodView] = kwargs["session_pods"]
     host_ports: kopf.Index[tuple[str, str], tuple[int, ...]] = kwargs["session_host_ports"]
-    policies: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["session_network_policies"]
+    policies: kopf.Index[tuple[str, str], str] = kwargs["session_network_policies"]
 
     def pod_of(session: Session) -> PodView | None:
         for pod in session_pods.get((session.namespace, session.name), []):
@@ -144,8 +144,8 @@ async def run_session(
             for port in ports
         }
 
-    def policy_of(session: Session) -> dict[str, Any] | None:
-        """The live NetworkPolicy of the session's pod, as indexed (None: none is known)."""
+    def policy_of(session: Session) -> str | None:
+        """The fingerprint of the session pod's live NetworkPolicy (None: none is known)."""
         for policy in policies.get((session.namespace, session.name), []):
             return policy
         return None

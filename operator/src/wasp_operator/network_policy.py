@@ -25,12 +25,14 @@ Owns what may reach a session pod and what it may reach, and nothing else:
 The policy selects exactly one session's pod by its labels and is owned by
 the WhatsAppSession (garbage collection removes it with the resource). It
 never talks to the API server: ``kube.py`` applies it, and the operator
-watches the live ones (``handlers.py``'s index): ``matches`` tells whether
-one is as built, so a resync writes (and reads) nothing while it is.
+watches the live ones (``handlers.py``'s index of their ``fingerprint``), so a
+resync writes (and reads) nothing while one is as built.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -178,22 +180,26 @@ def build_network_policy(
     }
 
 
-# What ``matches`` compares: the spec, and these of the metadata.
+# What ``fingerprint`` covers: the spec, and these of the metadata.
 COMPARED_METADATA: Final = ("labels", "ownerReferences")
 
 
-def live_view(live: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a live NetworkPolicy (as JSON) that ``matches`` compares, nothing else."""
-    meta: Mapping[str, Any] = live.get("metadata") or {}
-    return {
-        "spec": live.get("spec"),
+def fingerprint(policy: Mapping[str, Any]) -> str:
+    """A digest of what wasp keeps of a NetworkPolicy: its spec, labels and owner.
+
+    The same for a live one (the API server's JSON, defaults filled in) and
+    the one ``build_network_policy`` makes when they match: the operator's
+    index keeps this (32 characters), not the policy, for every session.
+    """
+    meta: Mapping[str, Any] = policy.get("metadata") or {}
+    compared = {
+        "spec": policy.get("spec"),
         "metadata": {key: meta.get(key) for key in COMPARED_METADATA},
     }
+    text = json.dumps(compared, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def matches(live: Mapping[str, Any], built: Mapping[str, Any]) -> bool:
-    """Whether a live NetworkPolicy (or its ``live_view``) is the one ``built`` describes."""
-    live_meta: Mapping[str, Any] = live.get("metadata") or {}
-    return live.get("spec") == built["spec"] and all(
-        live_meta.get(key) == built["metadata"].get(key) for key in COMPARED_METADATA
-    )
+    """Whether a live NetworkPolicy is the one ``built`` describes."""
+    return fingerprint(live) == fingerprint(built)

@@ -59,15 +59,15 @@ REASON_REDIS_SECRET_MISSING = "RedisSecretMissing"  # noqa: S105 - a reason, no 
 REASON_NO_HOST_PORT = "NoHostPort"  # an Event: every session host port of the range is held
 # The host ports other session pods hold (those on the node's network), for a session.
 PortsInUse = Callable[[Session], Collection[int]]
-# The live NetworkPolicy of a session's pod as the watch saw it (``network_policy.live_view``).
-PolicyOf = Callable[[Session], Mapping[str, Any] | None]
+# The fingerprint of a session pod's live NetworkPolicy as the watch saw it (None: none).
+PolicyOf = Callable[[Session], str | None]
 
 
 def _no_ports(_: Session) -> Collection[int]:
     return ()
 
 
-def _no_policy(_: Session) -> Mapping[str, Any] | None:
+def _no_policy(_: Session) -> str | None:
     return None  # unknown: the cycle reads it
 
 
@@ -98,7 +98,7 @@ class Supervisor:
     _loops: dict[SessionKey, asyncio.Event] = field(default_factory=dict)  # set: loop ended
     _names: dict[str, str] = field(default_factory=dict)  # uid -> "namespace/name", for messages
     # The NetworkPolicy each loop last applied or found as built: the echo of a write wakes nobody.
-    _policies: dict[SessionKey, Mapping[str, Any]] = field(default_factory=dict)
+    _policies: dict[SessionKey, str] = field(default_factory=dict)  # their fingerprints
     _unlinks_tried: set[str] = field(default_factory=set)  # uids whose deletion tried (unlink.py)
 
     def __post_init__(self) -> None:
@@ -129,17 +129,15 @@ class Supervisor:
         if not self.status_writer.is_echo((namespace or "", name or ""), body):
             self.wake(namespace, name, Look.STATUS)
 
-    def policy_changed(
-        self, namespace: str | None, name: str | None, live: Mapping[str, Any] | None
-    ) -> None:
-        """A session's NetworkPolicy changed (``live``) or went (None): apply it again.
+    def policy_changed(self, namespace: str | None, name: str | None, live: str | None) -> None:
+        """A session's NetworkPolicy changed (``live``: its fingerprint) or went: apply it again.
 
         Unless it is as the loop last applied it (the echo of its own write):
         someone else's edit or deletion is undone at the next full cycle, now.
         """
         key = (namespace or "", name or "")
         applied = self._policies.get(key)
-        if live is not None and applied is not None and network_policy.matches(live, applied):
+        if live is not None and live == applied:
             return
         self._policies.pop(key, None)
         self.wake(namespace, name, Look.FULL)
@@ -231,13 +229,13 @@ class Supervisor:
         logger: Logger,
         *,
         ports_in_use: PortsInUse = _no_ports,
-        policy: Mapping[str, Any] | None = None,
+        policy: str | None = None,
         stand: bool = True,
     ) -> None:
         """One pass: stand on Redis, step the pod, write the status.
 
-        ``policy``: the live NetworkPolicy as the watch saw it (None: none
-        seen; it is created, or read if it exists). ``stand=False`` (a pod
+        ``policy``: the live NetworkPolicy's fingerprint as the watch saw it
+        (None: none seen; it is created, or read if it exists). ``stand=False`` (a pod
         event between full cycles): the standing, the refusal and the
         NetworkPolicy of the last full cycle hold; only the pod is stepped
         and the status written.
@@ -276,12 +274,13 @@ class Supervisor:
                 session, self.config, network_policy.redis_port_of(seen.url)
             )
             key = (session.namespace, session.name)
-            if policy is None or not network_policy.matches(policy, built):
+            wanted = network_policy.fingerprint(built)
+            if policy != wanted:
                 self._policies.pop(key, None)
                 await asyncio.to_thread(
                     self.kube.apply_network_policy, built, absent=policy is None
                 )
-            self._policies[key] = built
+            self._policies[key] = wanted
         if decision.step is reconcile.Step.CREATE and runnable and not stand:
             # A pod event: the Secrets the new pod mounts are read again first (a
             # full cycle without a pod has just done so), in case they went.

@@ -13,13 +13,13 @@ while the API server cannot be reached or no longer lets the operator list
 what it watches. kopf keeps a probe's result for 10 s.
 
 With more than one replica they peer (kopf's peering); the priorities each
-announces, and the guard against a tie, are ``peering.py``'s.
+announces, and the guard against a tie, are ``peering.py``'s. How the C
+allocator holds memory (glibc's arenas, trims) is ``malloc_tuning.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import functools
 import logging
 import os
@@ -40,6 +40,7 @@ from wasp_operator.config import OperatorConfig
 from wasp_operator.diffbase import NoDiffBase
 from wasp_operator.event_pacer import EventPacer
 from wasp_operator.kube import Kube, api_executor, load_configuration
+from wasp_operator.malloc_tuning import glibc, limit_malloc_arenas, trim_malloc
 from wasp_operator.relay import StatusRelay
 from wasp_operator.supervisor import Supervisor
 
@@ -48,11 +49,6 @@ WATCH_SERVER_TIMEOUT = 120  # re-list now and then: a silently broken watch heal
 WATCH_CLIENT_TIMEOUT = 150.0
 PROBE_ID = "kubernetes_api"  # its result's key in the health endpoint's JSON
 PROBE_REQUEST_TIMEOUT = (1.0, 3.0)  # connect, read: inside the probes' timeoutSeconds (5)
-# glibc's malloc: how many arenas its threads share (its default, 8 per core, lets the
-# API threads keep a dozen heaps of freed memory), and how often freed memory goes back.
-M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
-MALLOC_ARENAS = 2
-MALLOC_TRIM_SECONDS = 5.0
 
 
 class ApiProbe:
@@ -150,40 +146,6 @@ def own_identity(environ: dict[str, str] | None = None) -> str:
     if pod:
         return pod
     return f"{contract.OPERATOR_NAME}@{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
-
-
-def glibc() -> ctypes.CDLL | None:
-    """The C library when it is glibc (``mallopt``, ``malloc_trim``); None elsewhere (musl)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-    if not hasattr(libc, "malloc_trim") or not hasattr(libc, "mallopt"):
-        return None
-    return libc
-
-
-def limit_malloc_arenas(libc: ctypes.CDLL, environ: dict[str, str] | None = None) -> None:
-    """At most ``MALLOC_ARENAS`` arenas, unless ``MALLOC_ARENA_MAX`` says otherwise.
-
-    Before the API threads start: each would take an arena of its own (up to
-    16 on 2 cores) and keep what it freed there (the responses it decoded).
-    """
-    environment = os.environ if environ is None else environ
-    if "MALLOC_ARENA_MAX" not in environment:
-        libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
-
-
-async def trim_malloc(libc: ctypes.CDLL, seconds: float = MALLOC_TRIM_SECONDS) -> None:
-    """Give the memory malloc holds free back to the system every ``seconds``, for ever.
-
-    A thousand sessions starting at once leave most of malloc's heaps free
-    but resident (freed between long-lived objects: glibc trims only a
-    heap's top); ``malloc_trim`` releases those pages too.
-    """
-    while True:
-        await asyncio.sleep(seconds)
-        libc.malloc_trim(0)
 
 
 async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) -> None:

@@ -6,7 +6,7 @@ kube-controller-manager), a private redis-server and one real
 
 1. **create**: applies N ``WhatsAppSession`` resources (16 client threads,
    as fast as the API server takes them) and times the last apply → every
-   session pod object exists;
+   session pod object exists (a watch of the pods, not a list of them all);
 2. **stand-ins for the pods**: a real session process costs about 35-50 MiB,
    so N of them do not fit one machine. In their place the benchmark plays
    what a kubelet and a session pod would write: it patches each pod's status

@@ -421,6 +421,15 @@ class Kubelet:
                 if c.process is not None and c.process.alive()
             }
 
+    def health_url(self, pod_name: str, path: str = "/healthz") -> str | None:
+        """``path`` on the health port of a pod's current process (None: it has none)."""
+        with self._lock:
+            for c in self._containers.values():
+                if c.name == pod_name and c.ready_url is not None:
+                    base = c.ready_url.split("/", 3)[:3]  # http://127.0.0.1:<port>
+                    return "/".join(base) + path
+        return None
+
     def log_of(self, pod_name: str) -> str:
         """The output of a pod's current process, for failure messages."""
         with self._lock:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -48,6 +51,19 @@ def device_events_once_there(
     return eventually(
         lambda: device_events(plane, namespace), "an Event about the device", log=logs
     )
+
+
+def health_status(url: str | None) -> int | None:
+    """The HTTP status ``url`` answers with (None: no answer, or no URL)."""
+    if url is None:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - 127.0.0.1
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def linked_devices(client: redis.Redis) -> set[str]:
@@ -220,6 +236,13 @@ def test_a_wedged_session_that_never_logs_out_delays_its_deletion_twenty_seconds
     eventually(
         lambda: redis_client.llen(contract.simulator_commands_key(TENANT)) == 0,
         "the simulator took the hang",
+        log=logs,
+    )
+    # Taken is not yet wedged: the loop blocks at its next read of the transport's events,
+    # and a command that comes first is still served (an unlink 84 ms after the hang was).
+    eventually(
+        lambda: health_status(session_kubelet.health_url(POD)) == HTTPStatus.SERVICE_UNAVAILABLE,
+        "the session's loop is wedged (/healthz 503)",
         log=logs,
     )
 

@@ -175,6 +175,7 @@ class Supervisor:
                         last_full = loop.time()
                         interval = resync_interval(self.config.resync_seconds)
                         seen.generation = None  # until this cycle runs through
+                    if look is not Look.STATUS:
                         await self.cycle(
                             session,
                             body,
@@ -183,18 +184,10 @@ class Supervisor:
                             logger,
                             ports_in_use=ports_in_use,
                             policy=policy_of(session),
+                            stand=look is Look.FULL,
                         )
-                        seen.generation = session.generation
-                    elif look is Look.POD:
-                        await self.cycle(
-                            session,
-                            body,
-                            pod_of(session),
-                            seen,
-                            logger,
-                            ports_in_use=ports_in_use,
-                            stand=False,
-                        )
+                        if look is Look.FULL:
+                            seen.generation = session.generation
                     else:
                         await self.status_writer.write(
                             session,

@@ -16,35 +16,42 @@ kube-controller-manager), a private redis-server and one real
 3. **relay**: every tenant changes phase at once (AwaitingPairing →
    Connected, one pipeline); a watch on the resources records when each
    status shows it: latency p50/p99/max from the publish;
-4. **restart**: the operator is stopped (SIGTERM), every tenant changes
-   phase while it is down (no one hears the events), and a new operator
-   process starts: the time from its start until every status shows the new
-   phase, and how many pods it recreated or deleted (uids before and after);
-5. **idle**: Redis commands per second from the operator with every session
-   idle (``INFO stats``), in total and per session;
-6. **baseline** for 3: the same N status changes written straight to the API
+4. **baseline** for 3: the same N status changes written straight to the API
    server by the benchmark (16 threads) on N resources of a namespace no
    operator watches, timed the same way (a watch): what this API server,
    machine and client can do without wasp; the relay's ratio to it. It (and
    the relay) starts only once the operator's Events of the step before are
    all posted (they follow the status patches), and the relay's line says
    when its last Event was;
+5. **idle**: Redis commands per second from the operator with every session
+   idle (``INFO stats``), in total and per session, and the operator's CPU
+   (its resyncs) over the same window;
+6. **restart**: the operator is stopped (SIGTERM), every tenant changes
+   phase while it is down (no one hears the events), and a new operator
+   process starts: the time from its start until every status shows the new
+   phase, and how many pods it recreated or deleted (uids before and after);
 
 and the operator's peak RSS (``VmHWM``) after each step.
 
-Run: ``.venv/bin/python bench/sessions_scale.py [--sessions 1000]`` (root not needed).
+The watches go on after the API server ends them (a reader that falls
+behind is cut off); ``--create-only`` stops after step 1 and measures idle
+right after it (pods not running).
+
+Run: ``.venv/bin/python bench/sessions_scale.py [--sessions 1000] [--create-only]``
+(root not needed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
@@ -220,105 +227,110 @@ class Cluster:
         self.plane.stop()
 
 
-class PhaseWatch:
-    """Records when each resource's status first shows a phase (a watch on the resources)."""
+class FirstSeen:
+    """When each object first matched, by a watch that outlives the API server ending it.
+
+    An API server ends a watch whose reader falls behind (thousands of
+    events at once, a benchmark busy writing): the watch goes on from the
+    last version it saw, or, when that is too old (410 Gone), from a new
+    list (objects found matching there count as seen then; ``relists``
+    says how often that happened).
+    """
+
+    def __init__(
+        self,
+        list_call: Callable[..., Any],
+        arguments: tuple[Any, ...],
+        expected: int,
+        **options: str,
+    ) -> None:
+        """List now, then watch from that list's version on a thread."""
+        self.expected = expected
+        self.seen: dict[str, float] = {}
+        self.done = threading.Event()
+        self.relists = 0
+        self._list_call = list_call
+        self._arguments = arguments
+        self._options = options
+        self._stopped = False
+        self._watch = kubernetes.watch.Watch(return_type="object")  # type: ignore[no-untyped-call]
+        self._version = self._list()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def matches(self, item: Mapping[str, Any]) -> bool:
+        """Whether this object counts (every one, unless a subclass says otherwise)."""
+        del item
+        return True
+
+    def _see(self, item: Mapping[str, Any]) -> None:
+        name = item["metadata"]["name"]
+        if name not in self.seen and self.matches(item):
+            self.seen[name] = time.monotonic()
+            if len(self.seen) >= self.expected:
+                self.done.set()
+
+    def _list(self) -> str:
+        response = self._list_call(*self._arguments, **self._options, _preload_content=False)
+        listed = cast("dict[str, Any]", json.loads(response.data))
+        for item in listed["items"]:
+            self._see(item)
+        return str(listed["metadata"]["resourceVersion"])
+
+    def _run(self) -> None:
+        while not self.done.is_set() and not self._stopped:
+            try:
+                stream = self._watch.stream(  # type: ignore[no-untyped-call]
+                    self._list_call,
+                    *self._arguments,
+                    **self._options,
+                    resource_version=self._version,
+                )
+                for event in stream:
+                    item: dict[str, Any] = event["raw_object"]
+                    self._version = item["metadata"].get("resourceVersion", self._version)
+                    self._see(item)
+                    if self.done.is_set():
+                        self._watch.stop()  # type: ignore[no-untyped-call]
+            except ApiException as error:
+                if error.status != 410:  # noqa: PLR2004 - Gone: too old a version to go on from
+                    raise
+                self.relists += 1
+                self._version = self._list()
+
+    def wait(self, timeout: float, what: str) -> float:
+        """Until every object matched: the time the last one did; else fail saying how many."""
+        if len(self.seen) < self.expected and not self.done.wait(timeout):
+            self._stopped = True
+            self._watch.stop()  # type: ignore[no-untyped-call]
+            msg = f"only {len(self.seen)} of {self.expected} {what} in {timeout} s"
+            raise TimeoutError(msg)
+        return max(self.seen.values())
+
+
+class PhaseWatch(FirstSeen):
+    """When each resource's status first shows a phase."""
 
     def __init__(
         self, cluster: Cluster, phase: str, expected: int, namespace: str = NAMESPACE
     ) -> None:
         """Start watching now."""
         self.phase = phase
-        self.expected = expected
-        self.namespace = namespace
-        self.seen: dict[str, float] = {}
-        self.done = threading.Event()
-        listed = cast(
-            "dict[str, Any]",
-            cluster.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL),
-        )
-        for item in listed["items"]:
-            if (item.get("status") or {}).get("phase") == phase:
-                self.seen[item["metadata"]["name"]] = time.monotonic()
-        self._cluster = cluster
-        self._version = listed["metadata"]["resourceVersion"]
-        self._watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        list_call = cluster.custom.list_namespaced_custom_object
+        super().__init__(list_call, (GROUP, VERSION, namespace, PLURAL), expected)
 
-    def _run(self) -> None:
-        stream = self._watch.stream(  # type: ignore[no-untyped-call]
-            self._cluster.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self.namespace,
-            PLURAL,
-            resource_version=self._version,
-            timeout_seconds=600,
-        )
-        for event in stream:
-            item: dict[str, Any] = event["object"]
-            name = item["metadata"]["name"]
-            if name not in self.seen and (item.get("status") or {}).get("phase") == self.phase:
-                self.seen[name] = time.monotonic()
-                if len(self.seen) >= self.expected:
-                    self.done.set()
-                    self._watch.stop()  # type: ignore[no-untyped-call]
-                    return
-
-    def wait(self, timeout: float) -> None:
-        """Until every resource showed the phase; fail saying how many did not."""
-        if len(self.seen) < self.expected and not self.done.wait(timeout):
-            self._watch.stop()  # type: ignore[no-untyped-call]
-            msg = f"only {len(self.seen)} of {self.expected} showed {self.phase} in {timeout} s"
-            raise TimeoutError(msg)
+    def matches(self, item: Mapping[str, Any]) -> bool:
+        """The resource shows the phase."""
+        return bool((item.get("status") or {}).get("phase") == self.phase)
 
 
-class PodWatch:
-    """Records when each session pod object first appears (a watch: no list of them all)."""
+class PodWatch(FirstSeen):
+    """When each session pod object first appears."""
 
     def __init__(self, cluster: Cluster, expected: int) -> None:
         """Start watching now (before the first apply)."""
-        self.expected = expected
-        self.seen: dict[str, float] = {}
-        self.done = threading.Event()
-        listed = cast(
-            "dict[str, Any]",
-            cluster.core.list_namespaced_pod(
-                NAMESPACE, label_selector=WASP_PODS, _preload_content=False
-            ).json(),
-        )
-        for item in listed["items"]:
-            self.seen[item["metadata"]["name"]] = time.monotonic()
-        self._cluster = cluster
-        self._version = listed["metadata"]["resourceVersion"]
-        self._watch = kubernetes.watch.Watch(return_type="object")  # type: ignore[no-untyped-call]
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        stream = self._watch.stream(  # type: ignore[no-untyped-call]
-            self._cluster.core.list_namespaced_pod,
-            NAMESPACE,
-            label_selector=WASP_PODS,
-            resource_version=self._version,
-            timeout_seconds=900,
-        )
-        for event in stream:
-            name = event["object"]["metadata"]["name"]
-            if name not in self.seen:
-                self.seen[name] = time.monotonic()
-                if len(self.seen) >= self.expected:
-                    self.done.set()
-                    self._watch.stop()  # type: ignore[no-untyped-call]
-                    return
-
-    def wait(self, timeout: float) -> float:
-        """Until every pod appeared: the time the last one did; fail saying how many did."""
-        if len(self.seen) < self.expected and not self.done.wait(timeout):
-            self._watch.stop()  # type: ignore[no-untyped-call]
-            msg = f"only {len(self.seen)} of {self.expected} pods in {timeout} s"
-            raise TimeoutError(msg)
-        return max(self.seen.values())
+        list_call = cluster.core.list_namespaced_pod
+        super().__init__(list_call, (NAMESPACE,), expected, label_selector=WASP_PODS)
 
 
 def wait_for(
@@ -361,78 +373,110 @@ def baseline(cluster: Cluster, names: list[str]) -> tuple[float, float, float]:
     watch = PhaseWatch(cluster, "Connected", len(names), BASELINE_NAMESPACE)
     started = time.monotonic()
     in_parallel(lambda name: cluster.patch_phase(name, "Connected", BASELINE_NAMESPACE), names)
-    watch.wait(600)
+    watch.wait(600, "showed Connected")
     return quantiles([seen - started for seen in watch.seen.values()])
 
 
-def run(directory: Path, sessions: int, idle_seconds: float) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_create(cluster: Cluster, names: list[str]) -> OperatorProcess:
+    """Apply every resource at once; the time until every pod exists, the operator's RSS."""
+    operator = cluster.start_operator("operator-1")
+    pod_watch = PodWatch(cluster, len(names))
+    started = time.monotonic()
+    in_parallel(cluster.create_session, names)
+    applied = time.monotonic()
+    all_pods = pod_watch.wait(900, "pods")
+    print(f"create: {len(names)} applied in {applied - started:.1f} s; ", end="")
+    print(f"last apply → every pod exists: {all_pods - applied:.1f} s")
+    if pod_watch.relists:  # the times are those of the list that found them: a little late
+        print(f"(the pod watch fell behind and listed the pods again {pod_watch.relists}x)")
+    print(f"operator peak RSS after create: {peak_rss_mib(operator.process.pid):.0f} MiB")
+    return operator
+
+
+def measure_relay(cluster: Cluster, operator: OperatorProcess, names: list[str]) -> None:
+    """Every tenant's phase changes at once: the relay's latency, then the bare baseline."""
+    sessions = len(names)
+    pairing = PhaseWatch(cluster, "AwaitingPairing", sessions)
+    cluster.report(names, "AwaitingPairing")
+    pairing.wait(600, "showed AwaitingPairing")
+    # The operator's Events follow its status patches: none left over from the
+    # pairing may weigh on the relay measured next.
+    wait_for(lambda: events_posted(cluster, "AwaitingPairing") >= sessions, "Events", 900, 2.0)
+
+    connected = PhaseWatch(cluster, "Connected", sessions)
+    published = cluster.report(names, "Connected")
+    connected.wait(600, "showed Connected")
+    p50, p99, worst = quantiles([seen - published for seen in connected.seen.values()])
+    print(
+        f"relay, every tenant changes phase at once: p50 {p50:.2f} s, "
+        f"p99 {p99:.2f} s, max {worst:.2f} s"
+    )
+    posted = wait_for(lambda: events_posted(cluster, "Connected") >= sessions, "Events", 900, 2.0)
+    print(f"relay: every Connected Event posted {posted - published:.1f} s after the publish")
+    print(f"operator peak RSS after relay: {peak_rss_mib(operator.process.pid):.0f} MiB")
+    base50, base99, base_worst = baseline(cluster, names)
+    print(
+        f"baseline, the same {sessions} status writes straight to the API server: "
+        f"p50 {base50:.2f} s, p99 {base99:.2f} s, max {base_worst:.2f} s; "
+        f"relay p99 / baseline p99: {p99 / base99:.1f}"
+    )
+
+
+def measure_idle(
+    cluster: Cluster, operator: OperatorProcess, sessions: int, seconds: float
+) -> None:
+    """Redis commands and operator CPU while every session is idle."""
+    time.sleep(10)  # the status writes of the relay step and their echoes settle
+    cpu_before = cpu_seconds(operator.process.pid)
+    per_second = redis_commands_per_second(cluster.redis, seconds)
+    cpu = (cpu_seconds(operator.process.pid) - cpu_before) / seconds
+    print(
+        f"idle: Redis commands/s from the operator: {per_second:.1f} "
+        f"({per_second / sessions:.3f} per session, over {seconds:.0f} s); "
+        f"operator CPU {cpu * 100:.1f} % of a core"
+    )
+
+
+def measure_restart(cluster: Cluster, operator: OperatorProcess, names: list[str]) -> None:
+    """Stop the operator, change every report unannounced, start another: its resync."""
+    pods = cluster.pods()
+    operator.stop()
+    cluster.operator = None
+    cluster.report(names, "Reconnecting", publish=False)
+    resynced = PhaseWatch(cluster, "Reconnecting", len(names))
+    restarted = time.monotonic()
+    operator = cluster.start_operator("operator-2")
+    last = resynced.wait(600, "showed Reconnecting")
+    after = cluster.pods()
+    recreated = sum(1 for name, uid in pods.items() if after.get(name) not in (None, uid))
+    missing = sum(1 for name in pods if name not in after)
+    print(
+        f"restart: new operator started → every status resynced: {last - restarted:.1f} s; "
+        f"pods recreated: {recreated}, deleted: {missing}"
+    )
+    print(f"operator peak RSS (restarted one): {peak_rss_mib(operator.process.pid):.0f} MiB")
+
+
+def run(directory: Path, sessions: int, idle_seconds: float, *, create_only: bool) -> None:
     """Measure one cluster of ``sessions`` tenants and print the figures."""
     names = [tenant_name(i) for i in range(sessions)]
     print(f"sessions: {sessions}")
     cluster = Cluster(directory)
     try:
-        operator = cluster.start_operator("operator-1")
-        pod_watch = PodWatch(cluster, sessions)
-        started = time.monotonic()
-        in_parallel(cluster.create_session, names)
-        applied = time.monotonic()
-        all_pods = pod_watch.wait(900)
-        print(f"create: {sessions} applied in {applied - started:.1f} s; ", end="")
-        print(f"last apply → every pod exists: {all_pods - applied:.1f} s")
-        print(f"operator peak RSS after create: {peak_rss_mib(operator.process.pid):.0f} MiB")
-
-        pods = cluster.pods()
-        in_parallel(cluster.run_pod, list(pods))
-        pairing = PhaseWatch(cluster, "AwaitingPairing", sessions)
-        cluster.report(names, "AwaitingPairing")
-        pairing.wait(600)
-        # The operator's Events follow its status patches: none left over from the
-        # pairing may weigh on the relay measured next.
-        wait_for(lambda: events_posted(cluster, "AwaitingPairing") >= sessions, "Events", 900, 2.0)
-
-        connected = PhaseWatch(cluster, "Connected", sessions)
-        published = cluster.report(names, "Connected")
-        connected.wait(600)
-        p50, p99, worst = quantiles([seen - published for seen in connected.seen.values()])
-        print(
-            f"relay, every tenant changes phase at once: p50 {p50:.2f} s, "
-            f"p99 {p99:.2f} s, max {worst:.2f} s"
-        )
-        posted = wait_for(
-            lambda: events_posted(cluster, "Connected") >= sessions, "Events", 900, 2.0
-        )
-        print(f"relay: every Connected Event posted {posted - published:.1f} s after the publish")
-        print(f"operator peak RSS after relay: {peak_rss_mib(operator.process.pid):.0f} MiB")
-        base50, base99, base_worst = baseline(cluster, names)
-        print(
-            f"baseline, the same {sessions} status writes straight to the API server: "
-            f"p50 {base50:.2f} s, p99 {base99:.2f} s, max {base_worst:.2f} s; "
-            f"relay p99 / baseline p99: {p99 / base99:.1f}"
-        )
-
-        time.sleep(10)  # the status writes of the relay step and their echoes settle
-        per_second = redis_commands_per_second(cluster.redis, idle_seconds)
-        print(
-            f"idle: Redis commands/s from the operator: {per_second:.1f} "
-            f"({per_second / sessions:.3f} per session, over {idle_seconds:.0f} s)"
-        )
-
-        operator.stop()
-        cluster.operator = None
-        cluster.report(names, "Reconnecting", publish=False)
-        resynced = PhaseWatch(cluster, "Reconnecting", sessions)
-        restarted = time.monotonic()
-        operator = cluster.start_operator("operator-2")
-        resynced.wait(600)
-        last = max(resynced.seen.values())
-        after = cluster.pods()
-        recreated = sum(1 for name, uid in pods.items() if after.get(name) not in (None, uid))
-        missing = sum(1 for name in pods if name not in after)
-        print(
-            f"restart: new operator started → every status resynced: {last - restarted:.1f} s; "
-            f"pods recreated: {recreated}, deleted: {missing}"
-        )
-        print(f"operator peak RSS (restarted one): {peak_rss_mib(operator.process.pid):.0f} MiB")
+        operator = measure_create(cluster, names)
+        if create_only:
+            measure_idle(cluster, operator, sessions, idle_seconds)
+            return
+        in_parallel(cluster.run_pod, list(cluster.pods()))
+        measure_relay(cluster, operator, names)
+        measure_idle(cluster, operator, sessions, idle_seconds)
+        measure_restart(cluster, operator, names)
     finally:
         cluster.stop()
 
@@ -447,9 +491,14 @@ def main() -> None:
         default=60.0,
         help="length of the idle measurement (at least two resyncs: 30 s each by default)",
     )
+    parser.add_argument(
+        "--create-only",
+        action="store_true",
+        help="measure the create step and the idle one after it (pods not running), nothing else",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wasp-scale-") as directory:
-        run(Path(directory), args.sessions, args.idle_seconds)
+        run(Path(directory), args.sessions, args.idle_seconds, create_only=args.create_only)
 
 
 if __name__ == "__main__":

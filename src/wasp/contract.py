@@ -555,6 +555,9 @@ ENV_OPERATOR_REDIS_SECRET_NAMESPACE: Final = "WASP_OPERATOR_REDIS_SECRET_NAMESPA
 ENV_OPERATOR_SCRAPER_NAMESPACES: Final = "WASP_OPERATOR_SCRAPER_NAMESPACES"
 ENV_OPERATOR_SCRAPER_LABELS: Final = "WASP_OPERATOR_SCRAPER_LABELS"
 ENV_OPERATOR_RESYNC_SECONDS: Final = "WASP_OPERATOR_RESYNC_SECONDS"  # default 30
+# At most this many resyncs (full cycles the timer starts) per second over every session
+# (default 50): past 0.75 x resync seconds x this many sessions, each resyncs less often.
+ENV_OPERATOR_MAX_RESYNCS_PER_SECOND: Final = "WASP_OPERATOR_MAX_RESYNCS_PER_SECOND"
 # Session pods on the node's network, each with its own health port from
 # this range ("FIRST-LAST", e.g. "20000-20999"); unset: the pod network, port 8080.
 ENV_OPERATOR_SESSION_HOST_PORTS: Final = "WASP_OPERATOR_SESSION_HOST_PORTS"

@@ -94,6 +94,17 @@ def test_the_admin_secrets_namespace_and_the_resync_are_settings() -> None:
             config_from_env({contract.ENV_OPERATOR_RESYNC_SECONDS: bad})
 
 
+def test_the_resync_rate_cap_is_a_setting() -> None:
+    assert OperatorConfig().max_resyncs_per_second == 50
+    environ = {contract.ENV_OPERATOR_MAX_RESYNCS_PER_SECOND: "12.5"}
+    assert config_from_env(environ).max_resyncs_per_second == 12.5
+    args = build_parser().parse_args(["--max-resyncs-per-second", "3"])
+    assert config_from(args, environ).max_resyncs_per_second == 3
+    for bad in ("0", "-1", "often", "nan", "inf"):
+        with pytest.raises(ValueError, match="positive number per second"):
+            config_from_env({contract.ENV_OPERATOR_MAX_RESYNCS_PER_SECOND: bad})
+
+
 # ---------------------------------------------------------------- session pods on the host network
 def test_session_host_ports_are_a_range_from_the_environment_or_the_flag() -> None:
     assert OperatorConfig().session_host_ports is None  # the pod network, port 8080

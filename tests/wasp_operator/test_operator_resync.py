@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 
 from harness.controlplane import ControlPlane
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
@@ -157,4 +158,49 @@ def test_a_credential_secret_deleted_by_hand_is_made_again_before_the_next_pod(
     made_again = get(control_plane, namespace, "secret", secret)
     assert made_again is not None, "the new pod's credential Secret exists when the pod does"
     assert made_again["data"]["password"] != password  # a new password (its user made again)
+    assert "session_cycle_failed" not in operator.log()
+
+
+def resyncs(operator: OperatorProcess) -> float:
+    """How many resyncs the operator's timer started, from its /metrics."""
+    for line in operator.metrics().splitlines():
+        if line.startswith("wasp_operator_resyncs_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_resyncs_are_capped_over_every_session_yet_each_still_resyncs(
+    control_plane: ControlPlane,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+    redis_client: redis.Redis,
+) -> None:
+    """A 1 s resync, but at most one resync a second in all (``--max-resyncs-per-second``).
+
+    Three sessions would resync three times a second; capped, each resyncs
+    every 3-4 s (3 / (1 x 0.75) s, drawn 75-100 %): a thousand sessions do
+    not keep the operator busy with resyncs, yet every one is still looked
+    at, and a Redis user deleted behind the operator's back is made again.
+    """
+    operator = start_operator(
+        resync_seconds=1, environment={contract.ENV_OPERATOR_MAX_RESYNCS_PER_SECOND: "1"}
+    )
+    set_up_every_tenant(control_plane, namespace, operator)
+    time.sleep(2 * RESYNC_SECONDS)  # the first full cycles are over; every loop knows them all
+
+    before = resyncs(operator)
+    time.sleep(WINDOW_SECONDS)
+    made = resyncs(operator) - before
+    period = len(TENANTS) / (1 * 0.75)
+    assert made <= WINDOW_SECONDS * 1 + len(TENANTS), "at most one a second, in all"
+    assert made >= len(TENANTS) * (WINDOW_SECONDS // period - 1), "each still resyncs"
+
+    user = contract.session_redis_user("acme")
+    redis_client.acl_deluser(user)
+    eventually(
+        lambda: user in redis_client.acl_users(),
+        "the deleted Redis user is made again by a resync",
+        timeout=2 * period + 5,
+        log=operator.log,
+    )
     assert "session_cycle_failed" not in operator.log()

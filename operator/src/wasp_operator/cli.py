@@ -20,6 +20,7 @@ from wasp_operator.config import (
     parse_networks,
     parse_port,
     parse_port_range,
+    parse_rate,
     parse_seconds,
     parse_secret_ref,
 )
@@ -105,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
             "compare each session with the world at least this often, and make its "
             f"Redis users again if they are gone (env {contract.ENV_OPERATOR_RESYNC_SECONDS}; "
             "default 30)"
+        ),
+    )
+    parser.add_argument(
+        "--max-resyncs-per-second",
+        metavar="RATE",
+        help=(
+            "resync at most this many sessions per second in all: past 0.75 x resync seconds "
+            "x RATE sessions, each resyncs less often "
+            f"(env {contract.ENV_OPERATOR_MAX_RESYNCS_PER_SECOND}; default 50)"
         ),
     )
     parser.add_argument(
@@ -206,6 +216,8 @@ def _redis_changes(args: argparse.Namespace) -> dict[str, object]:
         changes["redis_secret_namespace"] = args.redis_secret_namespace
     if args.resync_seconds:
         changes["resync_seconds"] = parse_seconds(args.resync_seconds)
+    if args.max_resyncs_per_second:
+        changes["max_resyncs_per_second"] = parse_rate(args.max_resyncs_per_second)
     return changes
 
 

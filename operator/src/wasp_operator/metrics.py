@@ -27,6 +27,11 @@ POD_ACTIONS = Counter(
 STATUS_PATCHES = Counter(
     "wasp_operator_status_patches_total", "Status patches written to WhatsAppSessions."
 )
+RESYNCS = Counter(
+    "wasp_operator_resyncs_total",
+    "Full cycles the resync timer started (not a change anyone reported): "
+    "at most --max-resyncs-per-second.",
+)
 REDIS_USERS_MADE = Counter(
     "wasp_operator_redis_users_made_total",
     "Tenant Redis users made (ACL SETUSER), and why: missing, changed, started.",

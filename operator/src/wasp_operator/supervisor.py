@@ -13,8 +13,10 @@ Also the cleanup when a resource goes (its device logged out first: ``unlink.py`
 Each wake says how much to look at (``Look``). The full cycle runs when the
 spec (its generation) changed, after a Redis (re)subscription, when the
 NetworkPolicy was changed by someone else, and at least once per resync
-interval. A pod event steps the pod and writes the status on the standing
-the last full cycle found. A tenant's report only needs the status written
+period: the configured interval, or longer when the loops would otherwise
+resync more than ``max_resyncs_per_second`` times a second together. A pod
+event steps the pod and writes the status on the standing the last full
+cycle found. A tenant's report only needs the status written
 again (one Redis read, at most one patch): a thousand tenants changing
 phase at once cost a thousand reads, not a thousand Secret reads,
 NetworkPolicy applies and ownership checks. The echo of the operator's own
@@ -142,6 +144,20 @@ class Supervisor:
         self._policies.pop(key, None)
         self.wake(namespace, name, Look.FULL)
 
+    def resync_period(self) -> float:
+        """How often each loop resyncs now: the configured interval, or longer at scale.
+
+        Longer when the loops would otherwise resync more than
+        ``max_resyncs_per_second`` together: a resync costs the operator a few
+        milliseconds of CPU even when nothing changed, and ten thousand
+        sessions every 30 s would keep a core busy (and new sessions waiting)
+        for nothing. Every change a watch or Redis reports still wakes its
+        loop at once; only the look "anyway" comes less often.
+        """
+        return resync_period(
+            self.config.resync_seconds, len(self._wakes), self.config.max_resyncs_per_second
+        )
+
     # -- the loop ----------------------------------------------------------------
     async def run(
         self,
@@ -168,12 +184,15 @@ class Supervisor:
                 if session.deleting:
                     return
                 look = self._asked.pop(key, Look.STATUS)
-                if session.generation != seen.generation or loop.time() - last_full >= interval:
+                if session.generation != seen.generation:
                     look = Look.FULL
+                elif look is not Look.FULL and loop.time() - last_full >= interval:
+                    look = Look.FULL
+                    metrics.RESYNCS.inc()
                 try:
                     if look is Look.FULL:
                         last_full = loop.time()
-                        interval = resync_interval(self.config.resync_seconds)
+                        interval = resync_interval(self.resync_period())
                         seen.generation = None  # until this cycle runs through
                     if look is not Look.STATUS:
                         await self.cycle(
@@ -449,14 +468,24 @@ class Supervisor:
             self.post_event(body, *event)
 
 
-def resync_interval(resync_seconds: float) -> float:
-    """The time to a loop's next full cycle: 75-100 % of the resync interval, at random.
+def resync_period(resync_seconds: float, loops: int, max_per_second: float) -> float:
+    """The resync period of ``loops`` loops: ``resync_seconds``, or longer past a rate.
 
-    Never longer than promised ("at least this often"), and spread: loops
-    started in one burst (an install, a restart) do not all resync at once,
-    every interval, for as long as the operator runs.
+    Long enough that they resync at most ``max_per_second`` times a second
+    together, each drawing its interval from ``resync_interval`` (whose
+    shortest is 75 % of the period).
     """
-    return resync_seconds * random.uniform(RESYNC_JITTER, 1.0)  # noqa: S311 - spreading, not secrecy
+    return max(resync_seconds, loops / (max_per_second * RESYNC_JITTER))
+
+
+def resync_interval(period: float) -> float:
+    """The time to a loop's next full cycle: 75-100 % of the resync period, at random.
+
+    Never longer than the period, and spread: loops started in one burst (an
+    install, a restart) do not all resync at once, every period, for as long
+    as the operator runs.
+    """
+    return period * random.uniform(RESYNC_JITTER, 1.0)  # noqa: S311 - spreading, not secrecy
 
 
 def _follower(key: SessionKey) -> str:

@@ -58,6 +58,7 @@ from typing import Any, cast
 
 import kubernetes
 import redis
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -297,6 +298,8 @@ class FirstSeen:
                     raise
                 self.relists += 1
                 self._version = self._list()
+            except urllib3.exceptions.HTTPError:  # cut off mid-stream: go on from the last one
+                time.sleep(0.5)
 
     def wait(self, timeout: float, what: str) -> float:
         """Until every object matched: the time the last one did; else fail saying how many."""

@@ -100,6 +100,13 @@ class OperatorProcess:
             text: str = response.read().decode()
             return text
 
+    def metric(self, name: str) -> float:
+        """The value of metric ``name`` (with its labels, if any) in ``/metrics``; 0 if absent."""
+        for line in self.metrics().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return 0.0
+
     def log(self) -> str:
         """Everything the operator logged so far."""
         return self.process.log_path.read_text(encoding="utf-8", errors="replace")

@@ -99,10 +99,7 @@ def joined(operator: OperatorProcess) -> tuple[str, int]:
 
 def patches(operator: OperatorProcess) -> float:
     """How many status patches the replica wrote, from its /metrics."""
-    for line in operator.metrics().splitlines():
-        if line.startswith("wasp_operator_status_patches_total "):
-            return float(line.split()[1])
-    return 0.0
+    return operator.metric("wasp_operator_status_patches_total")
 
 
 def leads(

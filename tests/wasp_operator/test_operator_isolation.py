@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -99,12 +98,7 @@ def absent(plane: ControlPlane, namespace: str, *what: str) -> bool:
 
 
 def metric_reaches(operator: OperatorProcess, name: str, at_least: float) -> bool:
-    return metric(operator, name) >= at_least
-
-
-def metric(operator: OperatorProcess, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", operator.metrics(), re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    return operator.metric(name) >= at_least
 
 
 # ---------------------------------------------------------------------------------------
@@ -182,7 +176,7 @@ def test_the_owner_keeps_its_tenant_whatever_the_order_of_restarts_and_url_spell
         impostor_operator.stop()
         impostor_operator = operator_for(imp_ns, "impostor-2")
         eventually(
-            lambda: metric(impostor_operator, 'wasp_operator_sessions{phase="Failed"}') == 1,
+            lambda: impostor_operator.metric('wasp_operator_sessions{phase="Failed"}') == 1,
             "the restarted impostor's operator looked again, and failed it again",
             log=logs,
         )

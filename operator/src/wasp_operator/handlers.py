@@ -2,7 +2,10 @@
 
 Each handler hands its work to the ``Supervisor`` (kept in kopf's memo) and
 translates the operator's errors into ``kopf.TemporaryError`` or
-``kopf.PermanentError``. Registering them is importing this module.
+``kopf.PermanentError``. Registering them is importing this module. Every
+handler is a coroutine, even those that never wait: kopf runs a plain
+function in a thread of its executor, a hand-off per watch event (measured
+at 5,000 sessions: an eighth of the operator's time while they were made).
 
 - an index of wasp's pods, by (namespace, session name), and one of the host
   ports they hold (session pods on the node's network avoid each other's);
@@ -48,7 +51,7 @@ def supervisor_of(memo: Any) -> Supervisor:  # noqa: ANN401 - kopf's memo is unt
 
 
 @kopf.index("v1", "pods", labels=WASP_PODS)
-def session_pods(
+async def session_pods(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: object
 ) -> dict[tuple[str, str], PodView] | None:
     """Index the pods of wasp by (namespace, session name)."""
@@ -59,7 +62,7 @@ def session_pods(
 
 
 @kopf.index("v1", "pods", labels=WASP_PODS)
-def session_host_ports(
+async def session_host_ports(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: object
 ) -> dict[tuple[str, str], tuple[int, ...]] | None:
     """Index the host ports of wasp's pods by (namespace, session name); none: not indexed."""
@@ -71,7 +74,7 @@ def session_host_ports(
 
 
 @kopf.index(*NETWORK_POLICIES, labels=WASP_PODS)
-def session_network_policies(
+async def session_network_policies(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: object
 ) -> dict[tuple[str, str], str] | None:
     """Index wasp's NetworkPolicies by (namespace, session name): their fingerprints."""
@@ -82,7 +85,7 @@ def session_network_policies(
 
 
 @kopf.on.event(*NETWORK_POLICIES, labels=WASP_PODS)
-def network_policy_changed(
+async def network_policy_changed(
     type: str | None,  # noqa: A002 - kopf's name for the watch event's type
     namespace: str | None,
     labels: Mapping[str, str],
@@ -96,7 +99,7 @@ def network_policy_changed(
 
 
 @kopf.on.event("v1", "pods", labels=WASP_PODS)
-def pod_changed(
+async def pod_changed(
     namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: object
 ) -> None:
     """A pod of a session changed or went: its session steps the pod and writes the status."""
@@ -104,7 +107,7 @@ def pod_changed(
 
 
 @kopf.on.event(*CR)
-def session_changed(
+async def session_changed(
     namespace: str | None, name: str | None, body: kopf.Body, memo: kopf.Memo, **_: object
 ) -> None:
     """A session changed (spec, suspend, deletion, or only its status): its loop looks again.

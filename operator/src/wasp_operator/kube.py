@@ -90,16 +90,13 @@ class Kube:
         answer: dict[str, Any] = json.loads(data) if data else {}
         return answer
 
-    def create_pod(self, body: dict[str, Any]) -> bool:
-        """Create a pod; False if one of that name exists already."""
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a pod: the pod as created; None if one of that name exists already."""
         meta = body["metadata"]
         try:
-            self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/pods", body)
+            return self._create_unless_exists(f"/api/v1/namespaces/{meta['namespace']}/pods", body)
         except ApiException as error:
-            if error.status == HTTPStatus.CONFLICT:
-                return False
             raise _failed(error, "create", "pod", meta["name"]) from error
-        return True
 
     def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> None:
         """Delete a pod gracefully (its own grace period), only the one with ``uid`` if given."""
@@ -152,13 +149,11 @@ class Kube:
     def create_secret(self, body: dict[str, Any]) -> bool:
         """Create a Secret; False if one of that name exists already."""
         meta = body["metadata"]
+        secrets = f"/api/v1/namespaces/{meta['namespace']}/secrets"
         try:
-            self._call("POST", f"/api/v1/namespaces/{meta['namespace']}/secrets", body)
+            return self._create_unless_exists(secrets, body) is not None
         except ApiException as error:
-            if error.status == HTTPStatus.CONFLICT:
-                return False
             raise _failed(error, "create", "secret", meta["name"]) from error
-        return True
 
     def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
         """Merge new values into a Secret's data (``stringData``: the API server encodes them)."""
@@ -209,7 +204,7 @@ class Kube:
         name, namespace = meta["name"], meta["namespace"]
         policies = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
         try:
-            if absent and self._create_unless_exists(policies, body):
+            if absent and self._create_unless_exists(policies, body) is not None:
                 return True
             try:
                 live = self._call("GET", f"{policies}/{name}")
@@ -238,12 +233,11 @@ class Kube:
             raise _failed(error, "write", "networkpolicy", name) from error
         return True
 
-    def _create_unless_exists(self, collection: str, body: dict[str, Any]) -> bool:
-        """Create it; False if one of that name exists already (the caller looks at it)."""
+    def _create_unless_exists(self, collection: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create it: the object as created; None if one of that name exists already."""
         try:
-            self._call("POST", collection, body)
+            return self._call("POST", collection, body)
         except ApiException as error:
             if error.status == HTTPStatus.CONFLICT:
-                return False
+                return None
             raise
-        return True

@@ -201,4 +201,27 @@ def run(config: OperatorConfig, *, verbose: bool = False) -> None:
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON, log_refkey="object")
     # The probes ask /healthz every few seconds: no log line per request unless verbose.
     logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if not verbose:
+        logging.getLogger("kopf.objects").addFilter(drop_watch_handler_successes)
     asyncio.run(serve(config))
+
+
+# The handlers kopf calls for every watch event (``handlers.py``): that one succeeded is no news.
+WATCH_HANDLERS = frozenset({"session_changed", "pod_changed", "network_policy_changed"})
+
+
+def drop_watch_handler_successes(record: logging.LogRecord) -> bool:
+    """False (drop it) for kopf's "Handler 'pod_changed' succeeded." of a watch event.
+
+    kopf logs one such line per handler and watch event: thousands of lines
+    (and a JSON formatting each) when a thousand sessions change, with
+    nothing to tell. Failures, and every other handler's lines, still show.
+    """
+    if record.levelno != logging.INFO or not isinstance(record.msg, str):
+        return True
+    message = record.msg
+    return not (
+        message.startswith("Handler '")
+        and message.endswith("' succeeded.")
+        and message[len("Handler '") : -len("' succeeded.")] in WATCH_HANDLERS
+    )

@@ -114,9 +114,13 @@ class StatusWriter:
         *,
         refusal: status.Refusal | None,
         logger: Logger,
+        read_report: bool = True,
     ) -> None:
-        """Read the report, build the status, patch what changed, post an Event per new phase."""
-        if seen.url and refusal is None:
+        """Read the report, build the status, patch what changed, post an Event per new phase.
+
+        ``read_report=False``: the report this cycle read already (``write_first``) stands.
+        """
+        if seen.url and refusal is None and read_report:
             try:
                 reading = await self.relay.read(seen.url, session.tenant)
             except RedisUnavailableError as error:

@@ -252,6 +252,7 @@ class Supervisor:
         NetworkPolicy of the last full cycle hold; only the pod is stepped
         and the status written.
         """
+        report_read = False  # this cycle read the tenant's report already
         if stand:
             seen.redis_problem = None
             refusal = _image_refusal(session, self.config)  # Failed, no pod, nothing on Redis
@@ -263,6 +264,7 @@ class Supervisor:
             elif owner is not None:
                 if pod is not None and seen.phase is None:
                     await self.status_writer.write_first(session, body, pod, seen, logger)
+                    report_read = True
                 standing = await self._keep(
                     session,
                     body,
@@ -299,14 +301,17 @@ class Supervisor:
             standing = await self._keep(session, body, seen, logger, recheck=True, absent=False)
             runnable = standing is not None
         if decision.step is reconcile.Step.CREATE and runnable:
-            await self._create_pod(session, body, decision, ports_in_use)
+            # The status shows the new pod at once: its watch event then changes nothing.
+            pod = await self._create_pod(session, body, decision, ports_in_use) or pod
         elif decision.step is reconcile.Step.DELETE and pod is not None:
             await asyncio.to_thread(self.kube.delete_pod, session.namespace, pod.name, pod.uid)
             metrics.POD_ACTIONS.labels(action="delete", reason=decision.reason).inc()
             self.post_event(
                 body, "Normal", "PodDeleted", f"Deleting pod {pod.name} ({decision.reason})."
             )
-        await self.status_writer.write(session, body, pod, seen, refusal=refusal, logger=logger)
+        await self.status_writer.write(
+            session, body, pod, seen, refusal=refusal, logger=logger, read_report=not report_read
+        )
 
     async def _create_pod(
         self,
@@ -314,7 +319,8 @@ class Supervisor:
         body: Mapping[str, Any],
         decision: reconcile.Decision,
         ports_in_use: PortsInUse,
-    ) -> None:
+    ) -> status.PodView | None:
+        """Create the session's pod (and its auth key first): the pod as created, if it was."""
         # Only on the node's network do pods hold host ports that a new one must avoid.
         taken = ports_in_use(session) if self.config.session_host_ports is not None else ()
         try:
@@ -324,9 +330,11 @@ class Supervisor:
             raise
         await asyncio.to_thread(self.kube.ensure_auth_secret, session)
         created = await asyncio.to_thread(self.kube.create_pod, pod)
-        if created:
-            metrics.POD_ACTIONS.labels(action="create", reason=decision.reason).inc()
-            self.post_event(body, "Normal", "PodCreated", f"Created pod {session.pod_name}.")
+        if created is None:
+            return None
+        metrics.POD_ACTIONS.labels(action="create", reason=decision.reason).inc()
+        self.post_event(body, "Normal", "PodCreated", f"Created pod {session.pod_name}.")
+        return status.pod_view(created)
 
     # -- the tenant's Redis --------------------------------------------------------
     async def _admin_secret_value(self, namespace: str, ref: SecretRef) -> str:

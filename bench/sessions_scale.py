@@ -30,6 +30,13 @@ kube-controller-manager), a private redis-server and one real
    phase while it is down (no one hears the events), and a new operator
    process starts: the time from its start until every status shows the new
    phase, and how many pods it recreated or deleted (uids before and after);
+7. with ``--create-baseline``, at the end, the operator stopped: the same N
+   applies, each followed by the writes the operator makes for a new session
+   (the bodies of its own builders: kopf's finalizer, two credential
+   Secrets, the NetworkPolicy, the auth key, the pod, the first status, two
+   Events), made straight by the benchmark on its 16 threads: what this API
+   server and client take for that work with no operator in the way, and
+   the operator's first apply → every pod against it;
 
 and the operator's peak RSS (``VmHWM``) after each step.
 
@@ -37,8 +44,8 @@ The watches go on after the API server ends them (a reader that falls
 behind is cut off); ``--create-only`` stops after step 1 and measures idle
 right after it (pods not running).
 
-Run: ``.venv/bin/python bench/sessions_scale.py [--sessions 1000] [--create-only]``
-(root not needed).
+Run: ``.venv/bin/python bench/sessions_scale.py [--sessions 1000] [--create-only]
+[--create-baseline]`` (root not needed).
 """
 
 from __future__ import annotations
@@ -68,9 +75,13 @@ from harness.operator_process import OperatorProcess
 from harness.redis_server import RedisServer
 from wasp import contract
 from wasp.timestamps import format_timestamp, utc_now
+from wasp_operator import network_policy, pods, redis_users
+from wasp_operator.config import OperatorConfig
+from wasp_operator.sessions import session_from_body
 
 NAMESPACE = "scale"
 BASELINE_NAMESPACE = "baseline"  # no operator watches it
+CREATE_BASELINE_NAMESPACE = "baseline-create"  # nor this one
 GROUP, VERSION, PLURAL = "wasp.dev", "v1alpha1", "whatsappsessions"
 WASP_PODS = "app.kubernetes.io/managed-by=wasp-operator"
 THREADS = 16
@@ -130,6 +141,27 @@ class Cluster:
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
         self.operator: OperatorProcess | None = None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any,  # noqa: ANN401 - any JSON
+        content_type: str = "application/json",
+    ) -> Any:  # noqa: ANN401 - any JSON
+        """One request as JSON (no typed models: what the operator's ``kube.py`` does)."""
+        request = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*request)
+        data = response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status < 300:  # noqa: PLR2004 - 2xx
+            raise ApiException(status=response.status, reason=response.reason)
+        return json.loads(data) if data else None
 
     def start_operator(self, name: str) -> OperatorProcess:
         """A real ``wasp-operator`` watching the namespace."""
@@ -386,8 +418,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure_create(cluster: Cluster, names: list[str]) -> OperatorProcess:
-    """Apply every resource at once; the time until every pod exists, the operator's RSS."""
+def measure_create(cluster: Cluster, names: list[str]) -> tuple[OperatorProcess, float]:
+    """Apply every resource at once; the time until every pod exists, the operator's RSS.
+
+    Returns the operator and the time from the first apply to the last pod.
+    """
     operator = cluster.start_operator("operator-1")
     pod_watch = PodWatch(cluster, len(names))
     started = time.monotonic()
@@ -399,7 +434,7 @@ def measure_create(cluster: Cluster, names: list[str]) -> OperatorProcess:
     if pod_watch.relists:  # the times are those of the list that found them: a little late
         print(f"(the pod watch fell behind and listed the pods again {pod_watch.relists}x)")
     print(f"operator peak RSS after create: {peak_rss_mib(operator.process.pid):.0f} MiB")
-    return operator
+    return operator, all_pods - started
 
 
 def measure_relay(cluster: Cluster, operator: OperatorProcess, names: list[str]) -> None:
@@ -446,8 +481,10 @@ def measure_idle(
     )
 
 
-def measure_restart(cluster: Cluster, operator: OperatorProcess, names: list[str]) -> None:
-    """Stop the operator, change every report unannounced, start another: its resync."""
+def measure_restart(
+    cluster: Cluster, operator: OperatorProcess, names: list[str]
+) -> OperatorProcess:
+    """Stop the operator, change every report unannounced, start another (returned): its resync."""
     pods = cluster.pods()
     operator.stop()
     cluster.operator = None
@@ -464,22 +501,121 @@ def measure_restart(cluster: Cluster, operator: OperatorProcess, names: list[str
         f"pods recreated: {recreated}, deleted: {missing}"
     )
     print(f"operator peak RSS (restarted one): {peak_rss_mib(operator.process.pid):.0f} MiB")
+    return operator
 
 
-def run(directory: Path, sessions: int, idle_seconds: float, *, create_only: bool) -> None:
+def writes_for(cluster: Cluster, body: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
+    """The writes the operator makes for a new session, in its order: (method, path, body, type).
+
+    kopf's finalizer, the two credential Secrets, the NetworkPolicy, the auth
+    key, the pod (the bodies of ``wasp_operator``'s own builders), the first
+    status, and two Events (its phase, ``PodCreated``).
+    """
+    session = session_from_body(body)
+    namespace, name = session.namespace, session.name
+    resource = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+    config = OperatorConfig(namespaces=(namespace,))
+    merge = "application/merge-patch+json"
+    secrets = f"/api/v1/namespaces/{namespace}/secrets"
+    writes: list[tuple[str, str, Any, str]] = [
+        ("PATCH", resource, {"metadata": {"finalizers": [contract.FINALIZER]}}, merge)
+    ]
+    for identity in redis_users.identities_of(session):
+        credential, _ = redis_users.credential_for(identity, cluster.redis_server.url, None)
+        secret = redis_users.build_credential_secret(session, identity, credential)
+        writes.append(("POST", secrets, secret, "application/json"))
+    policies = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
+    policy = network_policy.build_network_policy(session, config)
+    writes.append(("POST", policies, policy, "application/json"))
+    auth = pods.build_auth_secret(session, pods.new_auth_key())
+    writes.append(("POST", secrets, auth, "application/json"))
+    pod = pods.build_pod(session, config)
+    writes.append(("POST", f"/api/v1/namespaces/{namespace}/pods", pod, "application/json"))
+    now = format_timestamp(utc_now())
+    condition = {"type": "Ready", "status": "False", "reason": "Pending", "message": "starting"}
+    first_status = {
+        "phase": "Pending",
+        "tenantId": session.tenant,
+        "observedGeneration": session.generation,
+        "podName": session.pod_name,
+        "conditions": [condition | {"lastTransitionTime": now}],
+    }
+    writes.append(("PATCH", f"{resource}/status", {"status": first_status}, merge))
+    about = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WhatsAppSession", "name": name}
+    for reason in ("Pending", "PodCreated"):
+        event = {
+            "metadata": {"generateName": f"{name}."},
+            "involvedObject": about | {"namespace": namespace, "uid": session.uid},
+            "reason": reason,
+            "message": reason,
+            "type": "Normal",
+            "source": {"component": contract.OPERATOR_NAME},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        writes.append(("POST", f"/api/v1/namespaces/{namespace}/events", event, "application/json"))
+    return writes
+
+
+def baseline_create(cluster: Cluster, names: list[str], operator_seconds: float) -> None:
+    """The same applies, and the writes the operator makes for them, straight from here.
+
+    Per session, on the benchmark's 16 threads: apply it, then write what the
+    operator writes for it (``writes_for``). No operator, no watch: what this
+    API server and client do for N sessions with nothing else in the way;
+    the operator's first apply → every pod beside it.
+    """
+    cluster.plane.kubectl("create", "namespace", CREATE_BASELINE_NAMESPACE)
+    collection = f"/apis/{GROUP}/{VERSION}/namespaces/{CREATE_BASELINE_NAMESPACE}/{PLURAL}"
+
+    def start(name: str) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "WhatsAppSession",
+            "metadata": {"name": name},
+            "spec": {"transport": "simulator"},
+        }
+        created = cluster.call("POST", collection, body)
+        for method, path, payload, content_type in writes_for(cluster, created):
+            cluster.call(method, path, payload, content_type)
+
+    started = time.monotonic()
+    in_parallel(start, names)
+    took = time.monotonic() - started
+    writes = len(writes_for(cluster, {"metadata": {"name": "t", "namespace": "n", "uid": "u"}}))
+    print(
+        f"baseline, the same {len(names)} applies and the {writes} writes the operator makes "
+        f"for each, straight to the API server: {took:.1f} s; operator's first apply → every "
+        f"pod: {operator_seconds:.1f} s; ratio {operator_seconds / took:.1f}"
+    )
+
+
+def run(
+    directory: Path,
+    sessions: int,
+    idle_seconds: float,
+    *,
+    create_only: bool,
+    create_baseline: bool,
+) -> None:
     """Measure one cluster of ``sessions`` tenants and print the figures."""
     names = [tenant_name(i) for i in range(sessions)]
     print(f"sessions: {sessions}")
     cluster = Cluster(directory)
     try:
-        operator = measure_create(cluster, names)
+        operator, create_seconds = measure_create(cluster, names)
         if create_only:
             measure_idle(cluster, operator, sessions, idle_seconds)
-            return
-        in_parallel(cluster.run_pod, list(cluster.pods()))
-        measure_relay(cluster, operator, names)
-        measure_idle(cluster, operator, sessions, idle_seconds)
-        measure_restart(cluster, operator, names)
+        else:
+            in_parallel(cluster.run_pod, list(cluster.pods()))
+            measure_relay(cluster, operator, names)
+            measure_idle(cluster, operator, sessions, idle_seconds)
+            operator = measure_restart(cluster, operator, names)
+        if create_baseline:
+            operator.stop()
+            cluster.operator = None
+            baseline_create(cluster, names, create_seconds)
     finally:
         cluster.stop()
 
@@ -499,9 +635,21 @@ def main() -> None:
         action="store_true",
         help="measure the create step and the idle one after it (pods not running), nothing else",
     )
+    parser.add_argument(
+        "--create-baseline",
+        action="store_true",
+        help="at the end, with the operator stopped: the same applies and the writes the "
+        "operator makes for them, straight from the benchmark (what this API server can do)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wasp-scale-") as directory:
-        run(Path(directory), args.sessions, args.idle_seconds, create_only=args.create_only)
+        run(
+            Path(directory),
+            args.sessions,
+            args.idle_seconds,
+            create_only=args.create_only,
+            create_baseline=args.create_baseline,
+        )
 
 
 if __name__ == "__main__":

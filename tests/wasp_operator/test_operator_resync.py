@@ -23,6 +23,7 @@ import redis
 
 from harness.controlplane import ControlPlane
 from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from harness.redis_server import RedisServer
 from wasp import contract
 
 pytestmark = pytest.mark.controlplane
@@ -201,3 +202,43 @@ def test_resyncs_are_capped_over_every_session_yet_each_still_resyncs(
     assert "Handler 'session_changed' succeeded." not in log
     assert "Handler 'pod_changed' succeeded." not in log
     assert "redis_user_made: wasp-session-acme" in log  # the operator's own lines still show
+
+
+def test_a_session_applied_before_its_redis_secret_starts_soon_after_the_secret_comes(
+    control_plane: ControlPlane,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+    redis_server: RedisServer,
+) -> None:
+    """A failed cycle is tried again within seconds, not at the next resync (600 s here).
+
+    Nothing the operator watches tells it the admin Secret came: before, the
+    session stood without a pod until its resync (minutes at scale).
+    """
+    operator = start_operator(resync_seconds=600)
+    control_plane.kubectl("delete", "secret", contract.DEFAULT_REDIS_SECRET, "-n", namespace)
+    apply(control_plane, namespace, session_body("acme", transport="simulator"))
+
+    def missing_secret_shown() -> bool:
+        found = (get(control_plane, namespace, "was", "acme") or {}).get("status") or {}
+        return bool((found.get("lastError") or {}).get("reason") == "RedisSecretMissing")
+
+    eventually(
+        missing_secret_shown, "the status says the Redis Secret is missing", log=operator.log
+    )
+    time.sleep(5)  # a few failed tries: the next waits longer (2, 4, 8 s, ...)
+    control_plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        contract.DEFAULT_REDIS_SECRET,
+        "-n",
+        namespace,
+        f"--from-literal={contract.DEFAULT_REDIS_SECRET_KEY}={redis_server.url}",
+    )
+    eventually(
+        lambda: get(control_plane, namespace, "pod", contract.session_pod_name("acme")),
+        "the pod, within seconds of the Secret",
+        timeout=30,
+        log=operator.log,
+    )

@@ -7,7 +7,13 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wasp_operator.supervisor import RESYNC_JITTER, resync_interval, resync_period
+from wasp_operator.supervisor import (
+    RESYNC_JITTER,
+    RETRY_FIRST_SECONDS,
+    resync_interval,
+    resync_period,
+    retry_delay,
+)
 
 seconds = st.floats(min_value=0.1, max_value=3600, allow_nan=False)
 rates = st.floats(min_value=0.1, max_value=10_000, allow_nan=False)
@@ -38,3 +44,12 @@ def test_at_the_defaults_a_thousand_resync_every_30_s_five_thousand_every_133_s(
 @given(period=seconds)
 def test_each_interval_is_75_to_100_percent_of_the_period(period: float) -> None:
     assert RESYNC_JITTER * period <= resync_interval(period) <= period
+
+
+@given(failures=st.integers(min_value=1, max_value=10_000), period=seconds)
+def test_a_failed_loop_tries_again_soon_then_less_often_never_later_than_its_resync(
+    failures: int, period: float
+) -> None:
+    backoff = min(period, RETRY_FIRST_SECONDS * 2.0 ** min(failures - 1, 16))
+    assert 0.5 * backoff <= retry_delay(failures, period) <= backoff <= period
+    assert retry_delay(1, 600) <= RETRY_FIRST_SECONDS

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import math
 import random
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ from wasp_operator.tenancy import Standing, Tenancy
 LOOP_END_TIMEOUT = 15.0  # a cycle in flight finishes well within this
 ADMIN_SECRET_FRESH_SECONDS = 5.0  # an admin Secret read serves every cycle for this long
 RESYNC_JITTER = 0.75  # a loop's resync interval is drawn from [0.75, 1] x the configured one
+FULL_CYCLES_AT_ONCE = 64  # full cycles in flight at once; the others wait their turn
+RETRY_FIRST_SECONDS = 2.0  # a failed cycle's loop looks again this soon, then 2x longer each time
 REASON_REDIS_SECRET_MISSING = "RedisSecretMissing"  # noqa: S105 - a reason, no password
 REASON_NO_HOST_PORT = "NoHostPort"  # an Event: every session host port of the range is held
 # The host ports other session pods hold (those on the node's network), for a session.
@@ -102,6 +105,9 @@ class Supervisor:
     # The NetworkPolicy each loop last applied or found as built: the echo of a write wakes nobody.
     _policies: dict[SessionKey, str] = field(default_factory=dict)  # their fingerprints
     _unlinks_tried: set[str] = field(default_factory=set)  # uids whose deletion tried (unlink.py)
+    _full_cycles: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(FULL_CYCLES_AT_ONCE)
+    )
 
     def __post_init__(self) -> None:
         """The tenancy keeper and the status writer share this supervisor's clients."""
@@ -177,6 +183,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         last_full = -self.config.resync_seconds
         interval = self.config.resync_seconds  # this loop's, jittered after every full cycle
+        failures = 0  # cycles in a row that failed, or could not stand on Redis
+        retry_at = math.inf  # after a failure: the next full cycle, soon
         try:
             while True:
                 wake.clear()
@@ -184,43 +192,31 @@ class Supervisor:
                 if session.deleting:
                     return
                 look = self._asked.pop(key, Look.STATUS)
-                if session.generation != seen.generation:
+                now = loop.time()
+                if session.generation != seen.generation or now >= retry_at:
                     look = Look.FULL
-                elif look is not Look.FULL and loop.time() - last_full >= interval:
+                elif look is not Look.FULL and now - last_full >= interval:
                     look = Look.FULL
                     metrics.RESYNCS.inc()
-                try:
-                    if look is Look.FULL:
-                        last_full = loop.time()
-                        interval = resync_interval(self.resync_period())
-                        seen.generation = None  # until this cycle runs through
-                    if look is not Look.STATUS:
-                        await self.cycle(
-                            session,
-                            body,
-                            pod_of(session),
-                            seen,
-                            logger,
-                            ports_in_use=ports_in_use,
-                            policy=policy_of(session),
-                            stand=look is Look.FULL,
-                        )
-                        if look is Look.FULL:
-                            seen.generation = session.generation
-                    else:
-                        await self.status_writer.write(
-                            session,
-                            body,
-                            pod_of(session),
-                            seen,
-                            refusal=seen.refusal,
-                            logger=logger,
-                        )
-                except OperatorError as error:
-                    logger.warning(f"session_cycle_failed: {error}")  # noqa: G004
-                resync_in = max(0.0, last_full + interval - loop.time())
+                if look is Look.FULL:
+                    last_full, retry_at = now, math.inf
+                    interval = resync_interval(self.resync_period())
+                if await self._look(
+                    look,
+                    body,
+                    seen,
+                    logger=logger,
+                    pod_of=pod_of,
+                    ports_in_use=ports_in_use,
+                    policy_of=policy_of,
+                ):
+                    failures = 0
+                else:
+                    failures += 1
+                    retry_at = loop.time() + retry_delay(failures, interval)
+                wait = min(last_full + interval, retry_at) - loop.time()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=resync_in)
+                    await asyncio.wait_for(wake.wait(), timeout=max(0.0, wait))
         finally:
             if seen.url and seen.tenant:
                 self.relay.unfollow(seen.url, seen.tenant, _follower(key))
@@ -231,6 +227,63 @@ class Supervisor:
             self._names.pop(first.uid, None)
             metrics.phase_moved(seen.phase, None)
             ended.set()
+
+    async def _look(  # noqa: PLR0913 - every input is a separate fact
+        self,
+        look: Look,
+        body: Mapping[str, Any],
+        seen: Seen,
+        *,
+        logger: Logger,
+        pod_of: Callable[[Session], status.PodView | None],
+        ports_in_use: PortsInUse,
+        policy_of: PolicyOf,
+    ) -> bool:
+        """Look as far as asked; False when it failed or could not stand on Redis.
+
+        At most ``FULL_CYCLES_AT_ONCE`` full cycles run at once: thousands at
+        once (an install, a restart) would each wait on an event loop busy
+        with all the others, holding Redis connections meanwhile, until their
+        calls time out; queued, they finish sooner. A full cycle reads the
+        resource, its pod and its NetworkPolicy once its turn comes.
+        """
+        try:
+            if look is Look.FULL:
+                seen.generation = None  # until this full cycle runs through
+                async with self._full_cycles:
+                    session = session_from_body(body)
+                    if session.deleting:
+                        return True  # the loop sees it and ends
+                    await self.cycle(
+                        session,
+                        body,
+                        pod_of(session),
+                        seen,
+                        logger,
+                        ports_in_use=ports_in_use,
+                        policy=policy_of(session),
+                    )
+                seen.generation = session.generation
+                return seen.redis_problem is None
+            session = session_from_body(body)
+            if look is Look.POD:
+                await self.cycle(
+                    session,
+                    body,
+                    pod_of(session),
+                    seen,
+                    logger,
+                    ports_in_use=ports_in_use,
+                    stand=False,
+                )
+            else:
+                await self.status_writer.write(
+                    session, body, pod_of(session), seen, refusal=seen.refusal, logger=logger
+                )
+        except OperatorError as error:
+            logger.warning(f"session_cycle_failed: {error}")  # noqa: G004
+            return False
+        return True
 
     async def cycle(  # noqa: PLR0913 - every input is a separate fact
         self,
@@ -484,6 +537,18 @@ def resync_period(resync_seconds: float, loops: int, max_per_second: float) -> f
     shortest is 75 % of the period).
     """
     return max(resync_seconds, loops / (max_per_second * RESYNC_JITTER))
+
+
+def retry_delay(failures: int, period: float) -> float:
+    """How soon a loop looks again after ``failures`` failed cycles in a row.
+
+    50-100 % of 2 s, 4 s, 8 s, ..., and never later than its resync would
+    (``period``).
+    A new session whose first cycle met a Redis timeout gets its pod seconds
+    later, not a whole resync period (minutes, with thousands of sessions) later.
+    """
+    backoff = RETRY_FIRST_SECONDS * 2.0 ** min(failures - 1, 16)
+    return min(period, backoff) * random.uniform(0.5, 1.0)  # noqa: S311 - spreading, not secrecy
 
 
 def resync_interval(period: float) -> float:

@@ -42,7 +42,7 @@ and the operator's peak RSS (``VmHWM``) after each step.
 
 The watches go on after the API server ends them (a reader that falls
 behind is cut off); ``--create-only`` stops after step 1 and measures idle
-right after it (pods not running).
+once its Events are posted (pods not running).
 
 Run: ``.venv/bin/python bench/sessions_scale.py [--sessions 1000] [--create-only]
 [--create-baseline]`` (root not needed).
@@ -606,6 +606,8 @@ def run(
     try:
         operator, create_seconds = measure_create(cluster, names)
         if create_only:
+            # Idle once the operator's Events of the create (paced) are posted too.
+            wait_for(lambda: events_posted(cluster, "PodCreated") >= sessions, "Events", 900, 2.0)
             measure_idle(cluster, operator, sessions, idle_seconds)
         else:
             in_parallel(cluster.run_pod, list(cluster.pods()))

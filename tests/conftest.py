@@ -14,7 +14,7 @@ import redis
 from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
 from harness.node import Node
-from harness.operator_process import OperatorProcess
+from harness.operator_process import OperatorProcess, create_redis_secret
 from harness.processes import wait_for_background_stops
 from harness.redis_server import RedisServer
 from harness.session_process import FAST_TIMINGS, SessionProcess, session_env
@@ -137,18 +137,7 @@ def start_session(
 @pytest.fixture
 def redis_secret(control_plane: ControlPlane, namespace: str, redis_server: RedisServer) -> str:
     """The operator's default Redis Secret (``wasp-redis``) in the test's namespace."""
-    from wasp import contract  # noqa: PLC0415 - only the operator's tests need it
-
-    control_plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        contract.DEFAULT_REDIS_SECRET,
-        "-n",
-        namespace,
-        f"--from-literal={contract.DEFAULT_REDIS_SECRET_KEY}={redis_server.url}",
-    )
-    return contract.DEFAULT_REDIS_SECRET
+    return create_redis_secret(control_plane, namespace, redis_server.url)
 
 
 @pytest.fixture

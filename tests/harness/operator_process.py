@@ -161,6 +161,22 @@ def apply(plane: ControlPlane, namespace: str, body: dict[str, Any]) -> None:
     plane.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
 
 
+def create_redis_secret(plane: ControlPlane, namespace: str, url: str) -> str:
+    """The operator's default admin Redis Secret (``wasp-redis``, key ``url``) in ``namespace``."""
+    from wasp import contract  # noqa: PLC0415 - only the operator's tests need it
+
+    plane.kubectl(
+        "create",
+        "secret",
+        "generic",
+        contract.DEFAULT_REDIS_SECRET,
+        "-n",
+        namespace,
+        f"--from-literal={contract.DEFAULT_REDIS_SECRET_KEY}={url}",
+    )
+    return contract.DEFAULT_REDIS_SECRET
+
+
 def session_body(name: str, **spec: Any) -> dict[str, Any]:  # noqa: ANN401 - any spec field
     """A WhatsAppSession manifest."""
     return {

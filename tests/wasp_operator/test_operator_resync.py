@@ -22,7 +22,14 @@ import pytest
 import redis
 
 from harness.controlplane import ControlPlane
-from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from harness.operator_process import (
+    OperatorProcess,
+    apply,
+    create_redis_secret,
+    eventually,
+    get,
+    session_body,
+)
 from harness.redis_server import RedisServer
 from wasp import contract
 
@@ -227,15 +234,7 @@ def test_a_session_applied_before_its_redis_secret_starts_soon_after_the_secret_
         missing_secret_shown, "the status says the Redis Secret is missing", log=operator.log
     )
     time.sleep(5)  # a few failed tries: the next waits longer (2, 4, 8 s, ...)
-    control_plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        contract.DEFAULT_REDIS_SECRET,
-        "-n",
-        namespace,
-        f"--from-literal={contract.DEFAULT_REDIS_SECRET_KEY}={redis_server.url}",
-    )
+    create_redis_secret(control_plane, namespace, redis_server.url)
     eventually(
         lambda: get(control_plane, namespace, "pod", contract.session_pod_name("acme")),
         "the pod, within seconds of the Secret",

@@ -36,6 +36,7 @@ from wasp_operator.status import PodView, pod_view
 from wasp_operator.supervisor import Look, Supervisor
 
 CR = (contract.GROUP, contract.VERSION, contract.PLURAL)
+PODS = ("v1", "pods")
 NETWORK_POLICIES = ("networking.k8s.io", "v1", "networkpolicies")
 WASP_PODS = {contract.LABEL_MANAGED_BY: contract.OPERATOR_NAME}  # and wasp's NetworkPolicies
 POD_GONE_POLL_SECONDS = 2.0
@@ -50,7 +51,7 @@ def supervisor_of(memo: Any) -> Supervisor:  # noqa: ANN401 - kopf's memo is unt
     return supervisor
 
 
-@kopf.index("v1", "pods", labels=WASP_PODS)
+@kopf.index(*PODS, labels=WASP_PODS)
 async def session_pods(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: object
 ) -> dict[tuple[str, str], PodView] | None:
@@ -61,7 +62,7 @@ async def session_pods(
     return {(namespace, session): pod_view(body)}
 
 
-@kopf.index("v1", "pods", labels=WASP_PODS)
+@kopf.index(*PODS, labels=WASP_PODS)
 async def session_host_ports(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: object
 ) -> dict[tuple[str, str], tuple[int, ...]] | None:
@@ -98,7 +99,7 @@ async def network_policy_changed(
     supervisor_of(memo).policy_changed(namespace, labels.get(contract.LABEL_SESSION), live)
 
 
-@kopf.on.event("v1", "pods", labels=WASP_PODS)
+@kopf.on.event(*PODS, labels=WASP_PODS)
 async def pod_changed(
     namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: object
 ) -> None:

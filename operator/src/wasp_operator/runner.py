@@ -32,7 +32,7 @@ import kubernetes
 
 from wasp import contract
 from wasp_operator import (
-    handlers,  # noqa: F401 - importing it registers kopf's handlers
+    handlers,  # importing it registers kopf's handlers
     metrics,
     peering,
 )
@@ -117,6 +117,12 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.peering.lifetime = peering.PEERING_LIFETIME_SECONDS
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
+    # kopf filters a handler's ``labels=`` in the operator, after it has listed,
+    # watched and decoded every pod and NetworkPolicy of the namespaces (the
+    # cluster's, all-namespaces): the API server sends wasp's alone.
+    selector = ",".join(f"{key}={value}" for key, value in handlers.WASP_PODS.items())
+    for resource in (handlers.PODS, handlers.NETWORK_POLICIES):
+        settings.watching.label_selectors[resource] = selector
     return settings
 
 

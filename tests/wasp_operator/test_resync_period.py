@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wasp_operator.supervisor import (
+from wasp_operator.loop_timing import (
     RESYNC_JITTER,
     RETRY_FIRST_SECONDS,
     resync_interval,

@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import enum
 import math
-import random
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +48,7 @@ from wasp_operator.config import OperatorConfig
 from wasp_operator.errors import OperatorError, RedisUnavailableError, SecretMissingError
 from wasp_operator.kube import Kube
 from wasp_operator.loop_memory import Seen
+from wasp_operator.loop_timing import resync_interval, resync_period, retry_delay
 from wasp_operator.redis_users import RedisUsers, admin_secret_of, checked_admin_url
 from wasp_operator.relay import StatusRelay
 from wasp_operator.sessions import SecretRef, Session, session_from_body
@@ -57,9 +57,7 @@ from wasp_operator.tenancy import Standing, Tenancy
 
 LOOP_END_TIMEOUT = 15.0  # a cycle in flight finishes well within this
 ADMIN_SECRET_FRESH_SECONDS = 5.0  # an admin Secret read serves every cycle for this long
-RESYNC_JITTER = 0.75  # a loop's resync interval is drawn from [0.75, 1] x the configured one
 FULL_CYCLES_AT_ONCE = 64  # full cycles in flight at once; the others wait their turn
-RETRY_FIRST_SECONDS = 2.0  # a failed cycle's loop looks again this soon, then 2x longer each time
 REASON_REDIS_SECRET_MISSING = "RedisSecretMissing"  # noqa: S105 - a reason, no password
 REASON_NO_HOST_PORT = "NoHostPort"  # an Event: every session host port of the range is held
 # The host ports other session pods hold (those on the node's network), for a session.
@@ -527,38 +525,6 @@ class Supervisor:
         metrics.DEVICE_UNLINKS.labels(outcome=result.outcome.value).inc()
         if (event := unlink.event_for(result)) is not None:
             self.post_event(body, *event)
-
-
-def resync_period(resync_seconds: float, loops: int, max_per_second: float) -> float:
-    """The resync period of ``loops`` loops: ``resync_seconds``, or longer past a rate.
-
-    Long enough that they resync at most ``max_per_second`` times a second
-    together, each drawing its interval from ``resync_interval`` (whose
-    shortest is 75 % of the period).
-    """
-    return max(resync_seconds, loops / (max_per_second * RESYNC_JITTER))
-
-
-def retry_delay(failures: int, period: float) -> float:
-    """How soon a loop looks again after ``failures`` failed cycles in a row.
-
-    50-100 % of 2 s, 4 s, 8 s, ..., and never later than its resync would
-    (``period``).
-    A new session whose first cycle met a Redis timeout gets its pod seconds
-    later, not a whole resync period (minutes, with thousands of sessions) later.
-    """
-    backoff = RETRY_FIRST_SECONDS * 2.0 ** min(failures - 1, 16)
-    return min(period, backoff) * random.uniform(0.5, 1.0)  # noqa: S311 - spreading, not secrecy
-
-
-def resync_interval(period: float) -> float:
-    """The time to a loop's next full cycle: 75-100 % of the resync period, at random.
-
-    Never longer than the period, and spread: loops started in one burst (an
-    install, a restart) do not all resync at once, every period, for as long
-    as the operator runs.
-    """
-    return period * random.uniform(RESYNC_JITTER, 1.0)  # noqa: S311 - spreading, not secrecy
 
 
 def _follower(key: SessionKey) -> str:

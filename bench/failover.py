@@ -37,7 +37,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from harness.controlplane import ControlPlane
-from harness.operator_process import OperatorProcess, apply, get, session_body
+from harness.operator_process import (
+    OperatorProcess,
+    apply,
+    create_redis_secret,
+    get,
+    session_body,
+)
 from harness.redis_server import RedisServer
 from wasp import contract
 from wasp_operator.peering import PEERING_LIFETIME_SECONDS
@@ -133,15 +139,7 @@ def prepare(plane: ControlPlane, redis_url: str) -> None:
         plane.kubectl("apply", "-f", str(ROOT / "crds" / crd))
     plane.kubectl("wait", "--for=condition=Established", "crd/whatsappsessions.wasp.dev")
     plane.kubectl("create", "namespace", NAMESPACE)
-    plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        contract.DEFAULT_REDIS_SECRET,
-        "-n",
-        NAMESPACE,
-        f"--from-literal={contract.DEFAULT_REDIS_SECRET_KEY}={redis_url}",
-    )
+    create_redis_secret(plane, NAMESPACE, redis_url)
     peering = {
         "apiVersion": "zalando.org/v1",
         "kind": "KopfPeering",

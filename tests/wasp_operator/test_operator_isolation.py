@@ -23,7 +23,14 @@ import redis
 
 from harness.controlplane import ControlPlane
 from harness.kubelet import Kubelet
-from harness.operator_process import OperatorProcess, apply, eventually, get, session_body
+from harness.operator_process import (
+    OperatorProcess,
+    apply,
+    create_redis_secret,
+    eventually,
+    get,
+    session_body,
+)
 from harness.redis_server import RedisServer
 from harness.session_reports import status_of, write_status
 from wasp import contract, redis_acl
@@ -117,15 +124,7 @@ def test_the_owner_keeps_its_tenant_whatever_the_order_of_restarts_and_url_spell
 ) -> None:
     plane, imp_ns = control_plane, second_namespace
     # The impostor's namespace spells the same Redis another way.
-    plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        contract.DEFAULT_REDIS_SECRET,
-        "-n",
-        imp_ns,
-        f"--from-literal={contract.DEFAULT_REDIS_SECRET_KEY}=redis://localhost:{redis_server.port}",
-    )
+    create_redis_secret(plane, imp_ns, f"redis://localhost:{redis_server.port}")
     operators: list[OperatorProcess] = []
 
     def operator_for(ns: str, label: str) -> OperatorProcess:

@@ -5,7 +5,7 @@ translates the operator's errors into ``kopf.TemporaryError`` or
 ``kopf.PermanentError``. Registering them is importing this module. Every
 handler is a coroutine, even those that never wait: kopf runs a plain
 function in a thread of its executor, a hand-off per watch event (measured
-at 5,000 sessions: an eighth of the operator's time while they were made).
+at 5,000 sessions: about a tenth of the operator's time while they were made).
 
 - an index of wasp's pods, by (namespace, session name), and one of the host
   ports they hold (session pods on the node's network avoid each other's);

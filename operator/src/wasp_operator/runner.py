@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import socket
+import types
 from typing import Any, cast
 
 import kopf
@@ -212,8 +213,12 @@ def run(config: OperatorConfig, *, verbose: bool = False) -> None:
     asyncio.run(serve(config))
 
 
-# The handlers kopf calls for every watch event (``handlers.py``): that one succeeded is no news.
-WATCH_HANDLERS = frozenset({"session_changed", "pod_changed", "network_policy_changed"})
+# The handlers kopf calls for every watch event (their names are kopf's handler ids): that
+# one succeeded is no news.
+WATCH_HANDLERS = frozenset(
+    cast("types.FunctionType", handler).__name__
+    for handler in (handlers.session_changed, handlers.pod_changed, handlers.network_policy_changed)
+)
 
 
 def drop_watch_handler_successes(record: logging.LogRecord) -> bool:
